@@ -1,0 +1,3 @@
+//! Circuit breaker benchmarks (being written).
+
+fn main() {}

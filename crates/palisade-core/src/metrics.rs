@@ -1,0 +1,17 @@
+//! Metric names shared by all components, following Prometheus conventions (`_total` for
+//! counters, base units, bounded label sets: component name, state, outcome; never client ids).
+//!
+//! Labels used: `name` (component name), `state`, `outcome`, `from`, `to`.
+
+/// Gauge, 1 for the breaker's current state and 0 for the others; labels `name`, `state`.
+pub const BREAKER_STATE: &str = "palisade_circuit_breaker_state";
+/// Counter of calls that ran, by `outcome` (`success`, `failure`, `ignored`, `slow`); label `name`.
+pub const BREAKER_CALLS_TOTAL: &str = "palisade_circuit_breaker_calls_total";
+/// Counter of calls refused without running; label `name`.
+pub const BREAKER_NOT_PERMITTED_TOTAL: &str = "palisade_circuit_breaker_not_permitted_calls_total";
+/// Counter of state transitions; labels `name`, `from`, `to`.
+pub const BREAKER_TRANSITIONS_TOTAL: &str = "palisade_circuit_breaker_transitions_total";
+/// Gauge of the failure rate over the sliding window in percent (-1 until `minimum_calls`); label `name`.
+pub const BREAKER_FAILURE_RATE: &str = "palisade_circuit_breaker_failure_rate";
+/// Gauge of the slow-call rate over the sliding window in percent (-1 until `minimum_calls`); label `name`.
+pub const BREAKER_SLOW_CALL_RATE: &str = "palisade_circuit_breaker_slow_call_rate";

@@ -1,0 +1,32 @@
+//! # Palisade
+//!
+//! Resilience for services that sit between AI agents and the outside world (MCP backends,
+//! gateways, tool servers), with runtime control and introspection of every component.
+//!
+//! One dependency, components behind feature flags:
+//!
+//! | feature | module | what |
+//! | --- | --- | --- |
+//! | (always) | [`core`] | clock, registry, snapshots, control commands, events |
+//! | `breaker` (default) | [`breaker`] | circuit breakers with half-open recovery |
+//!
+//! ```
+//! # #[cfg(feature = "breaker")] {
+//! use palisade::breaker::{CircuitBreaker, State};
+//! use palisade::core::Registry;
+//!
+//! let registry = Registry::new();
+//! let slack = CircuitBreaker::builder("slack")
+//!     .consecutive_failures(3)
+//!     .registry(&registry)
+//!     .build()
+//!     .unwrap();
+//! assert_eq!(slack.state(), State::Closed);
+//! assert_eq!(registry.list(palisade::core::ComponentKind::CircuitBreaker), vec!["slack"]);
+//! # }
+//! ```
+
+pub use palisade_core as core;
+
+#[cfg(feature = "breaker")]
+pub use palisade_breaker as breaker;

@@ -23,7 +23,7 @@ fn value(
             && labels
                 .iter()
                 .all(|(lk, lv)| key.labels().any(|l| l.key() == *lk && l.value() == *lv));
-        matches.then(|| match v {
+        matches.then_some(match v {
             DebugValue::Counter(n) => *n as f64,
             DebugValue::Gauge(g) => g.0,
             DebugValue::Histogram(_) => f64::NAN,

@@ -699,49 +699,30 @@ impl Shared {
             if w.state() != State::HalfOpen || w.generation() != generation {
                 return; // the trial's state is gone; its slot went with it
             }
-            match effective {
-                Some(Outcome::Failure) => {
-                    let mut ctl = self.ctl.lock();
-                    self.transition(&mut ctl, w, State::Open, "trial call failed".into());
+            if effective == Some(Outcome::Failure) {
+                let mut ctl = self.ctl.lock();
+                self.transition(&mut ctl, w, State::Open, "trial call failed".into());
+                return;
+            }
+            // A success frees the slot and counts; ignored or cancelled only frees the slot.
+            let success = effective == Some(Outcome::Success);
+            let next = w.with_trials(
+                w.in_flight().saturating_sub(1),
+                w.successes() + u32::from(success),
+            );
+            match self
+                .word
+                .compare_exchange_weak(w.0, next.0, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    if success && next.successes() >= self.half_open_max.load(Ordering::Relaxed) {
+                        let mut ctl = self.ctl.lock();
+                        let reason = format!("{} trial calls succeeded", next.successes());
+                        self.transition(&mut ctl, next, State::Closed, reason);
+                    }
                     return;
                 }
-                Some(Outcome::Success) => {
-                    let next = w.with_trials(w.in_flight().saturating_sub(1), w.successes() + 1);
-                    match self.word.compare_exchange_weak(
-                        w.0,
-                        next.0,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    ) {
-                        Ok(_) => {
-                            let needed = self.half_open_max.load(Ordering::Relaxed);
-                            if next.successes() >= needed {
-                                let mut ctl = self.ctl.lock();
-                                self.transition(
-                                    &mut ctl,
-                                    next,
-                                    State::Closed,
-                                    format!("{} trial calls succeeded", next.successes()),
-                                );
-                            }
-                            return;
-                        }
-                        Err(actual) => w = Word(actual),
-                    }
-                }
-                // Ignored or cancelled: give the slot back.
-                Some(Outcome::Ignored) | None => {
-                    let next = w.with_trials(w.in_flight().saturating_sub(1), w.successes());
-                    match self.word.compare_exchange_weak(
-                        w.0,
-                        next.0,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    ) {
-                        Ok(_) => return,
-                        Err(actual) => w = Word(actual),
-                    }
-                }
+                Err(actual) => w = Word(actual),
             }
         }
     }

@@ -15,3 +15,14 @@ pub const BREAKER_TRANSITIONS_TOTAL: &str = "palisade_circuit_breaker_transition
 pub const BREAKER_FAILURE_RATE: &str = "palisade_circuit_breaker_failure_rate";
 /// Gauge of the slow-call rate over the sliding window in percent (-1 until `minimum_calls`); label `name`.
 pub const BREAKER_SLOW_CALL_RATE: &str = "palisade_circuit_breaker_slow_call_rate";
+
+/// Gauge of calls holding a bulkhead permit; label `name`.
+pub const BULKHEAD_ACTIVE: &str = "palisade_bulkhead_active_calls";
+/// Gauge of a bulkhead's current limit; label `name`.
+pub const BULKHEAD_MAX_CONCURRENT: &str = "palisade_bulkhead_max_concurrent_calls";
+/// Gauge of callers waiting for a bulkhead permit; label `name`.
+pub const BULKHEAD_WAITING: &str = "palisade_bulkhead_waiting_calls";
+/// Counter of calls refused because the bulkhead was full; label `name`.
+pub const BULKHEAD_REJECTED_TOTAL: &str = "palisade_bulkhead_rejected_calls_total";
+/// Counter of calls that gave up waiting for a bulkhead permit; label `name`.
+pub const BULKHEAD_TIMEOUTS_TOTAL: &str = "palisade_bulkhead_timeouts_total";

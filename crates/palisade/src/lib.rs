@@ -9,6 +9,7 @@
 //! | --- | --- | --- |
 //! | (always) | [`core`] | clock, registry, snapshots, control commands, events |
 //! | `breaker` (default) | [`breaker`] | circuit breakers with half-open recovery |
+//! | `bulkhead` (default) | [`bulkhead`] | semaphore bulkheads: named partitions, bounded waits, live resize |
 //!
 //! ```
 //! # #[cfg(feature = "breaker")] {
@@ -30,3 +31,6 @@ pub use palisade_core as core;
 
 #[cfg(feature = "breaker")]
 pub use palisade_breaker as breaker;
+
+#[cfg(feature = "bulkhead")]
+pub use palisade_bulkhead as bulkhead;

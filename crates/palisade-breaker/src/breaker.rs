@@ -153,17 +153,48 @@ enum PermitKind {
 #[must_use = "a permit records nothing unless its outcome is reported"]
 pub struct Permit<'a> {
     shared: &'a Shared,
-    generation: u32,
-    kind: PermitKind,
+    /// Generation in the low 32 bits, kind above. Every field is word-sized: a permit is
+    /// moved into and out of `call`'s future state, and narrow fields there cost
+    /// store-forwarding stalls on the hot path.
+    ticket: u64,
     started: u64,
-    done: bool,
+}
+
+impl PermitKind {
+    const fn code(self) -> u64 {
+        match self {
+            PermitKind::Untracked => 0,
+            PermitKind::Normal => 1,
+            PermitKind::Trial => 2,
+        }
+    }
+
+    const fn from_code(code: u64) -> PermitKind {
+        match code {
+            1 => PermitKind::Normal,
+            2 => PermitKind::Trial,
+            _ => PermitKind::Untracked,
+        }
+    }
+}
+
+impl Permit<'_> {
+    #[inline]
+    fn generation(&self) -> u32 {
+        self.ticket as u32
+    }
+
+    #[inline]
+    fn kind(&self) -> PermitKind {
+        PermitKind::from_code(self.ticket >> 32)
+    }
 }
 
 impl std::fmt::Debug for Permit<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Permit")
             .field("breaker", &&*self.shared.name)
-            .field("trial", &(self.kind == PermitKind::Trial))
+            .field("trial", &(self.kind() == PermitKind::Trial))
             .finish()
     }
 }
@@ -171,10 +202,11 @@ impl std::fmt::Debug for Permit<'_> {
 impl Permit<'_> {
     /// Reports the call's outcome.
     #[inline]
-    pub fn record(mut self, outcome: Outcome) {
-        self.done = true;
+    pub fn record(self, outcome: Outcome) {
         self.shared
-            .on_outcome(self.kind, self.generation, self.started, Some(outcome));
+            .on_outcome(self.kind(), self.generation(), self.started, Some(outcome));
+        // Recorded: nothing is left for `Drop` to give back.
+        std::mem::forget(self);
     }
 
     /// Reports a success.
@@ -197,17 +229,15 @@ impl Permit<'_> {
 
     /// Whether this permit holds a half-open trial slot.
     pub fn is_trial(&self) -> bool {
-        self.kind == PermitKind::Trial
+        self.kind() == PermitKind::Trial
     }
 }
 
 impl Drop for Permit<'_> {
     #[inline]
     fn drop(&mut self) {
-        if !self.done {
-            self.shared
-                .on_outcome(self.kind, self.generation, self.started, None);
-        }
+        self.shared
+            .on_outcome(self.kind(), self.generation(), self.started, None);
     }
 }
 
@@ -501,10 +531,8 @@ impl Shared {
         };
         Permit {
             shared: self,
-            generation,
-            kind,
+            ticket: u64::from(generation) | (kind.code() << 32),
             started,
-            done: false,
         }
     }
 

@@ -314,22 +314,10 @@ impl Builder {
 
     /// Validates the config and builds the breaker (registering it, if a registry was given).
     pub fn build(self) -> Result<CircuitBreaker, BuildError> {
-        if !palisade_core::registry::is_valid_name(&self.name) {
-            return Err(ConfigError::new(
-                "name",
-                format!(
-                    "{:?} is not a valid name; use 1 to 128 characters from A-Z a-z 0-9 - _ . :",
-                    self.name
-                ),
-            )
-            .into());
-        }
+        palisade_core::registry::check_name(&self.name)?;
         self.config.validate()?;
         let clock = self.clock.unwrap_or_else(SystemClock::shared);
-        let events = match &self.registry {
-            Some(r) => r.events().clone(),
-            None => EventBus::with_clock(64, clock.clone()),
-        };
+        let events = palisade_core::registry::bus_for(self.registry.as_ref(), clock.clone());
         let cfg = self.config;
         let shared = Shared {
             name: Arc::from(self.name),

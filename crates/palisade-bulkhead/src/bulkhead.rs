@@ -144,22 +144,11 @@ impl Builder {
 
     /// Validates the config and builds the bulkhead (registering it, if a registry was given).
     pub fn build(self) -> Result<Bulkhead, BuildError> {
-        if !palisade_core::registry::is_valid_name(&self.name) {
-            return Err(ConfigError::new(
-                "name",
-                format!(
-                    "{:?} is not a valid name; use 1 to 128 characters from A-Z a-z 0-9 - _ . :",
-                    self.name
-                ),
-            )
-            .into());
-        }
+        palisade_core::registry::check_name(&self.name)?;
         self.config.validate()?;
         let cfg = self.config;
-        let events = match &self.registry {
-            Some(r) => r.events().clone(),
-            None => EventBus::with_clock(64, SystemClock::shared()),
-        };
+        let events =
+            palisade_core::registry::bus_for(self.registry.as_ref(), SystemClock::shared());
         let bulkhead = Bulkhead {
             shared: Arc::new(Shared {
                 name: Arc::from(self.name),

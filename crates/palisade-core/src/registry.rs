@@ -41,6 +41,26 @@ pub fn is_valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
+/// What component builders call: `Ok` for a valid name, else a [`ConfigError`] on field `name`.
+pub fn check_name(name: &str) -> Result<(), crate::ConfigError> {
+    if is_valid_name(name) {
+        return Ok(());
+    }
+    Err(crate::ConfigError::new(
+        "name",
+        format!("{name:?} is not a valid name; use 1 to 128 characters from A-Z a-z 0-9 - _ . :"),
+    ))
+}
+
+/// The event bus a component built with `registry` (or without one) publishes to: the
+/// registry's, or a small private bus timestamped by `clock`.
+pub fn bus_for(registry: Option<&Registry>, clock: crate::SharedClock) -> EventBus {
+    match registry {
+        Some(r) => r.events().clone(),
+        None => EventBus::with_clock(64, clock),
+    }
+}
+
 /// A component's snapshot with its identity, as listed by [`Registry::snapshot_all`].
 #[derive(Debug, Clone, Serialize)]
 pub struct ComponentSnapshot {

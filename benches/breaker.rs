@@ -223,6 +223,22 @@ fn closed_future(c: &mut Criterion) {
     g.finish();
 }
 
+/// Times `iters` calls of `svc` (`ready().await` + `call().await`) on `rt`.
+fn time_service<S>(rt: &tokio::runtime::Runtime, svc: &mut S, iters: u64) -> Duration
+where
+    S: tower::Service<u64>,
+    S::Error: std::fmt::Debug,
+{
+    rt.block_on(async {
+        let start = Instant::now();
+        for i in 0..iters {
+            let r = svc.ready().await.unwrap().call(black_box(i)).await;
+            black_box(r).unwrap();
+        }
+        start.elapsed()
+    })
+}
+
 fn layer(c: &mut Criterion) {
     let mut g = c.benchmark_group("breaker_layer");
     let rt = current_thread_runtime();
@@ -231,16 +247,7 @@ fn layer(c: &mut Criterion) {
 
     let mut svc = bare_service();
     g.bench_function("bare_service", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for i in 0..iters {
-                    let r = svc.ready().await.unwrap().call(black_box(i)).await;
-                    black_box(r).unwrap();
-                }
-                start.elapsed()
-            })
-        })
+        b.iter_custom(|iters| time_service(&rt, &mut svc, iters))
     });
 
     // No Palisade tower layer yet: the breaker guards the same service's `call` future.
@@ -263,16 +270,7 @@ fn layer(c: &mut Criterion) {
     let cb_layer = CircuitBreakerLayer::builder().build().unwrap();
     let mut svc = cb_layer.layer(bare_service());
     g.bench_function("tower_resilience_circuitbreaker", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for i in 0..iters {
-                    let r = svc.ready().await.unwrap().call(black_box(i)).await;
-                    black_box(r).unwrap();
-                }
-                start.elapsed()
-            })
-        })
+        b.iter_custom(|iters| time_service(&rt, &mut svc, iters))
     });
 
     g.finish();

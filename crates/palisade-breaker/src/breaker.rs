@@ -533,7 +533,7 @@ impl Shared {
         }
     }
 
-    fn remaining_open(&self) -> Duration {
+    pub(crate) fn remaining_open(&self) -> Duration {
         let until = self.open_until.load(Ordering::Acquire);
         Duration::from_nanos(until.saturating_sub(self.clock.now_nanos()))
     }
@@ -601,10 +601,6 @@ impl Shared {
             return self.half_open_if_due(w);
         }
         w
-    }
-
-    pub(crate) fn open_until_nanos(&self) -> u64 {
-        self.open_until.load(Ordering::Acquire)
     }
 
     #[inline]
@@ -762,16 +758,7 @@ impl Shared {
                     .saturating_add(palisade_core::clock::saturating_nanos(wait));
                 self.open_until.store(until, Ordering::Release);
             }
-            State::Closed | State::MetricsOnly => {
-                if to == State::Closed {
-                    ctl.trips = 0;
-                    ctl.current_wait = ctl.config.wait_for_trip(1);
-                }
-                self.consecutive_failures.store(0, Ordering::Release);
-                if let Some(w) = self.window.lock().as_mut() {
-                    w.clear();
-                }
-            }
+            State::Closed | State::MetricsOnly => self.clear_counts(ctl, to == State::Closed),
             State::HalfOpen | State::ForcedOpen | State::Disabled => {}
         }
         loop {
@@ -820,16 +807,24 @@ impl Shared {
         if cur.state() == to {
             if to == State::Closed {
                 // Reset of a closed breaker: clear what it has counted so far.
-                ctl.trips = 0;
-                ctl.current_wait = ctl.config.wait_for_trip(1);
-                self.consecutive_failures.store(0, Ordering::Release);
-                if let Some(w) = self.window.lock().as_mut() {
-                    w.clear();
-                }
+                self.clear_counts(&mut ctl, true);
             }
             return;
         }
         self.transition(&mut ctl, cur, to, reason.into());
+    }
+
+    /// Clears the failure counts of the closed state; with `forget_trips`, also the wait growth
+    /// (on entering `closed`). Called with the control lock held.
+    fn clear_counts(&self, ctl: &mut Ctl, forget_trips: bool) {
+        if forget_trips {
+            ctl.trips = 0;
+            ctl.current_wait = ctl.config.wait_for_trip(1);
+        }
+        self.consecutive_failures.store(0, Ordering::Release);
+        if let Some(w) = self.window.lock().as_mut() {
+            w.clear();
+        }
     }
 
     pub(crate) fn publish(&self, kind: EventKind) {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use palisade_core::config::{ConfigError, Env, check_range, duration};
+use palisade_core::config::{ConfigError, Env, check_duration, check_range, duration};
 use serde::{Deserialize, Serialize};
 
 /// Upper bound of any wait duration: one week.
@@ -131,16 +131,6 @@ fn check_finite_range(field: &str, v: f64, lo: f64, hi: f64) -> Result<(), Confi
         ));
     }
     check_range(field, v, lo, hi)
-}
-
-fn check_duration(field: &str, d: Duration, lo: Duration, hi: Duration) -> Result<(), ConfigError> {
-    if d < lo || d > hi {
-        return Err(ConfigError::new(
-            field,
-            format!("{d:?} is out of range; expected {lo:?} to {hi:?}"),
-        ));
-    }
-    Ok(())
 }
 
 impl FailureRateConfig {

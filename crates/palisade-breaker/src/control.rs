@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::breaker::CircuitBreaker;
 use crate::config::BreakerConfig;
+use crate::error::ceil_millis;
 use crate::state::State;
 use crate::window::WindowSnapshot;
 
@@ -112,10 +113,8 @@ impl CircuitBreaker {
         BreakerSnapshot {
             name: s.name.to_string(),
             state,
-            retry_after_ms: (state == State::Open).then(|| {
-                let remaining = s.open_until_nanos().saturating_sub(s.clock.now_nanos());
-                remaining.div_ceil(1_000_000)
-            }),
+            retry_after_ms: (state == State::Open)
+                .then(|| u64::try_from(ceil_millis(s.remaining_open())).unwrap_or(u64::MAX)),
             consecutive_failures: s
                 .consecutive_failures
                 .load(std::sync::atomic::Ordering::Acquire),

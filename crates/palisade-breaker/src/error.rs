@@ -82,7 +82,7 @@ impl fmt::Display for Rejected {
 impl std::error::Error for Rejected {}
 
 /// Milliseconds, rounded up: a client told "retry in N ms" must not come back too early.
-fn ceil_millis(d: Duration) -> u128 {
+pub(crate) fn ceil_millis(d: Duration) -> u128 {
     d.as_nanos().div_ceil(1_000_000)
 }
 

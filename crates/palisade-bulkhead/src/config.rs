@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use palisade_core::config::{ConfigError, check_range, duration};
+use palisade_core::config::{ConfigError, check_duration, check_range, duration};
 use serde::{Deserialize, Serialize};
 
 /// Largest accepted `max_concurrent` and `max_waiting`.
@@ -46,15 +46,7 @@ impl BulkheadConfig {
     /// Checks every field; the error names the first invalid one.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_range("max_concurrent", self.max_concurrent, 1, MAX_LIMIT)?;
-        if self.max_wait > MAX_WAIT {
-            return Err(ConfigError::new(
-                "max_wait",
-                format!(
-                    "{:?} is longer than the maximum of {MAX_WAIT:?}",
-                    self.max_wait
-                ),
-            ));
-        }
+        check_duration("max_wait", self.max_wait, Duration::ZERO, MAX_WAIT)?;
         if let Some(n) = self.max_waiting {
             check_range("max_waiting", n, 0, MAX_LIMIT)?;
         }

@@ -48,6 +48,22 @@ where
     Ok(())
 }
 
+/// Returns `Err` naming `field` unless `lo <= d <= hi`.
+pub fn check_duration(
+    field: &str,
+    d: Duration,
+    lo: Duration,
+    hi: Duration,
+) -> Result<(), ConfigError> {
+    if d < lo || d > hi {
+        return Err(ConfigError::new(
+            field,
+            format!("{d:?} is out of range; expected {lo:?} to {hi:?}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Reads environment variables through a lookup function, so that tests need not mutate the
 /// process environment.
 ///

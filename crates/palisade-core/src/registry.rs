@@ -21,9 +21,7 @@ pub enum RegistryError {
         name: String,
     },
     /// The name is empty, too long, or has characters that do not fit in a URL path segment.
-    #[error(
-        "invalid {kind} name {name:?}: use 1 to 128 characters from A-Z a-z 0-9 - _ . : (no spaces or slashes)"
-    )]
+    #[error("invalid {kind} name {name:?}: {NAME_RULE}")]
     InvalidName {
         /// Kind of the component.
         kind: ComponentKind,
@@ -31,6 +29,10 @@ pub enum RegistryError {
         name: String,
     },
 }
+
+/// The rule [`is_valid_name`] checks, as error messages state it.
+pub const NAME_RULE: &str =
+    "use 1 to 128 characters from A-Z a-z 0-9 - _ . : (no spaces or slashes)";
 
 /// Returns `true` for names that are safe in admin URLs, metric labels and Redis keys.
 pub fn is_valid_name(name: &str) -> bool {
@@ -48,7 +50,7 @@ pub fn check_name(name: &str) -> Result<(), crate::ConfigError> {
     }
     Err(crate::ConfigError::new(
         "name",
-        format!("{name:?} is not a valid name; use 1 to 128 characters from A-Z a-z 0-9 - _ . :"),
+        format!("{name:?} is not a valid name; {NAME_RULE}"),
     ))
 }
 

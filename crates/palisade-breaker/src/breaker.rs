@@ -11,9 +11,10 @@ use palisade_core::{
 };
 use parking_lot::Mutex;
 
+use crate::call::Call;
 use crate::classify::{Classifier, ErrorsAreFailures, Outcome};
 use crate::config::{BreakerConfig, FailureRateConfig};
-use crate::error::{CallError, RejectReason, Rejected};
+use crate::error::{RejectReason, Rejected};
 use crate::state::{State, Word};
 use crate::window::{Trip, Window};
 
@@ -180,13 +181,17 @@ impl PermitKind {
 
 impl Permit<'_> {
     #[inline]
-    fn generation(&self) -> u32 {
-        self.ticket as u32
-    }
-
-    #[inline]
     fn kind(&self) -> PermitKind {
         PermitKind::from_code(self.ticket >> 32)
+    }
+
+    /// The permit's ticket and start time, without running its `Drop`: the caller takes over
+    /// the duty to report (see [`Shared::on_ticket`]).
+    #[inline]
+    pub(crate) fn into_ticket(self) -> (u64, u64) {
+        let parts = (self.ticket, self.started);
+        std::mem::forget(self);
+        parts
     }
 }
 
@@ -203,10 +208,9 @@ impl Permit<'_> {
     /// Reports the call's outcome.
     #[inline]
     pub fn record(self, outcome: Outcome) {
-        self.shared
-            .on_outcome(self.kind(), self.generation(), self.started, Some(outcome));
-        // Recorded: nothing is left for `Drop` to give back.
-        std::mem::forget(self);
+        let shared = self.shared;
+        let (ticket, started) = self.into_ticket();
+        shared.on_ticket(ticket, started, Some(outcome));
     }
 
     /// Reports a success.
@@ -236,8 +240,7 @@ impl Permit<'_> {
 impl Drop for Permit<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.shared
-            .on_outcome(self.kind(), self.generation(), self.started, None);
+        self.shared.on_ticket(self.ticket, self.started, None);
     }
 }
 
@@ -384,28 +387,24 @@ impl CircuitBreaker {
     ///
     /// If the returned future is dropped before `fut` completes, nothing is recorded and a
     /// half-open trial slot is given back.
-    pub async fn call<F, T, E>(&self, fut: F) -> Result<T, CallError<E>>
+    pub fn call<F, T, E>(&self, fut: F) -> Call<'_, F, ErrorsAreFailures>
     where
         F: Future<Output = Result<T, E>>,
     {
-        self.call_classified(ErrorsAreFailures, fut).await
+        self.call_classified(ErrorsAreFailures, fut)
     }
 
     /// Runs `fut` if the breaker admits it, counting its result as `classifier` says
     /// (for instance: a 429 or a caller's bad input is [`Outcome::Ignored`]).
-    pub async fn call_classified<C, F, T, E>(
-        &self,
-        classifier: C,
-        fut: F,
-    ) -> Result<T, CallError<E>>
+    ///
+    /// If the returned future is dropped before `fut` completes, nothing is recorded and a
+    /// half-open trial slot is given back.
+    pub fn call_classified<C, F, T, E>(&self, classifier: C, fut: F) -> Call<'_, F, C>
     where
         C: Classifier<T, E>,
         F: Future<Output = Result<T, E>>,
     {
-        let permit = self.try_acquire()?;
-        let result = fut.await;
-        permit.record(classifier.classify(&result));
-        result.map_err(CallError::Inner)
+        Call::new(self, fut, classifier)
     }
 
     /// Asks for permission to make one call; see [`Permit`].
@@ -601,6 +600,17 @@ impl Shared {
             return self.half_open_if_due(w);
         }
         w
+    }
+
+    /// Reports the outcome of the call a permit ticket was issued for (`None`: cancelled).
+    #[inline]
+    pub(crate) fn on_ticket(&self, ticket: u64, started: u64, outcome: Option<Outcome>) {
+        self.on_outcome(
+            PermitKind::from_code(ticket >> 32),
+            ticket as u32,
+            started,
+            outcome,
+        );
     }
 
     #[inline]

@@ -60,6 +60,7 @@
 //! ```
 
 mod breaker;
+mod call;
 mod classify;
 mod config;
 mod control;
@@ -68,6 +69,7 @@ mod state;
 mod window;
 
 pub use breaker::{Builder, CircuitBreaker, Permit};
+pub use call::Call;
 pub use classify::{Classifier, ErrorsAreFailures, Outcome};
 pub use config::{BreakerConfig, FailureRateConfig, SlidingWindow};
 pub use control::{

@@ -70,7 +70,6 @@ pub(crate) struct Shared {
     max_waiting: AtomicU32,
     pub(crate) rejected: StripedCounter,
     pub(crate) timeouts: StripedCounter,
-    pub(crate) acquired: StripedCounter,
     /// Serializes resizes and config replacement.
     pub(crate) config: Mutex<BulkheadConfig>,
     pub(crate) events: EventBus,
@@ -162,7 +161,6 @@ impl Builder {
                 max_waiting: AtomicU32::new(cfg.max_waiting.unwrap_or(UNBOUNDED)),
                 rejected: StripedCounter::new(),
                 timeouts: StripedCounter::new(),
-                acquired: StripedCounter::new(),
                 config: Mutex::new(cfg),
                 events,
             }),
@@ -340,7 +338,6 @@ impl Bulkhead {
 impl Shared {
     #[inline]
     fn permit<'a>(&'a self, p: SemaphorePermit<'a>) -> Permit<'a> {
-        self.acquired.incr();
         Permit {
             shared: self,
             permit: Some(p),

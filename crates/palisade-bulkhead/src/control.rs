@@ -46,8 +46,6 @@ pub struct BulkheadSnapshot {
     pub max_concurrent: u32,
     /// Callers waiting for a slot.
     pub waiting: u32,
-    /// Calls admitted since the bulkhead was built.
-    pub acquired_total: u64,
     /// Calls refused because the partition was full.
     pub rejected_total: u64,
     /// Calls that gave up waiting.
@@ -68,7 +66,6 @@ impl Bulkhead {
             active: s.active(),
             max_concurrent: config.max_concurrent,
             waiting: self.waiting(),
-            acquired_total: s.acquired.get(),
             rejected_total: s.rejected.get(),
             timeouts_total: s.timeouts.get(),
             max_wait_ms: u64::try_from(config.max_wait.as_millis()).unwrap_or(u64::MAX),

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use palisade_core::{
@@ -68,6 +68,11 @@ pub(crate) struct Shared {
     pub(crate) waiting: AtomicU32,
     max_wait_nanos: AtomicU64,
     max_waiting: AtomicU32,
+    /// Hot copy of `config.adaptive.enabled`.
+    adaptive: AtomicBool,
+    /// Good samples since the adaptive limit last moved.
+    streak: AtomicU32,
+    pub(crate) adjustments: AtomicU64,
     pub(crate) rejected: StripedCounter,
     pub(crate) timeouts: StripedCounter,
     /// Serializes resizes and config replacement.
@@ -159,6 +164,9 @@ impl Builder {
                     cfg.max_wait,
                 )),
                 max_waiting: AtomicU32::new(cfg.max_waiting.unwrap_or(UNBOUNDED)),
+                adaptive: AtomicBool::new(cfg.adaptive.enabled),
+                streak: AtomicU32::new(0),
+                adjustments: AtomicU64::new(0),
                 rejected: StripedCounter::new(),
                 timeouts: StripedCounter::new(),
                 config: Mutex::new(cfg),
@@ -253,12 +261,64 @@ impl Bulkhead {
 
     /// Runs `fut` in a slot, waiting for one as [`acquire`](Self::acquire) does. The slot is
     /// released when `fut` completes or when the returned future is dropped.
+    ///
+    /// With the adaptive mode on, the call's latency and result feed the limit (`Err` counts as
+    /// a sign of overload).
     pub async fn call<F, T, E>(&self, fut: F) -> Result<T, CallError<E>>
     where
         F: Future<Output = Result<T, E>>,
     {
         let _permit = self.acquire().await.map_err(CallError::Rejected)?;
-        fut.await.map_err(CallError::Inner)
+        if !self.shared.adaptive.load(Ordering::Relaxed) {
+            return fut.await.map_err(CallError::Inner);
+        }
+        let start = tokio::time::Instant::now();
+        let result = fut.await;
+        // Observed while the slot is still held, so the call counts as in flight.
+        self.observe(start.elapsed(), result.is_ok());
+        result.map_err(CallError::Inner)
+    }
+
+    /// Feeds one sample to the adaptive limit (no-op unless adaptive mode is on): a call that
+    /// took `latency` and succeeded or not. Use it from code that holds a [`Permit`] instead of
+    /// using [`call`](Self::call); report before dropping the permit.
+    pub fn observe(&self, latency: Duration, succeeded: bool) {
+        let s = &*self.shared;
+        if !s.adaptive.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut cfg = s.config.lock();
+        if !cfg.adaptive.enabled {
+            return;
+        }
+        let overloaded = !succeeded || latency >= cfg.adaptive.latency_threshold;
+        let streak = if overloaded {
+            0
+        } else {
+            s.streak.fetch_add(1, Ordering::AcqRel) + 1
+        };
+        let limit = cfg.max_concurrent;
+        let next = cfg
+            .adaptive
+            .next_limit(limit, s.active(), overloaded, streak);
+        if next != limit || overloaded {
+            s.streak.store(0, Ordering::Release);
+        }
+        if next != limit {
+            s.resize(limit, next);
+            cfg.max_concurrent = next;
+            s.adjustments.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(target: "palisade", bulkhead = %s.name, from = limit, to = next,
+                latency_ms = latency.as_millis() as u64, succeeded, "adaptive limit moved");
+        }
+    }
+
+    /// Switches the adaptive limit on or off. Switching on is refused (naming the field) when
+    /// the current limit lies outside the adaptive bounds.
+    pub fn set_adaptive(&self, enabled: bool) -> Result<(), ConfigError> {
+        let mut cfg = self.shared.config.lock().clone();
+        cfg.adaptive.enabled = enabled;
+        self.set_config(cfg)
     }
 
     /// Changes the limit while calls run. Growing admits waiters at once; shrinking lets running
@@ -301,6 +361,17 @@ impl Bulkhead {
                 Ordering::Relaxed,
             );
             changes.push(format!("max_wait {:?} -> {:?}", cfg.max_wait, new.max_wait));
+        }
+        if new.adaptive != cfg.adaptive {
+            s.adaptive.store(new.adaptive.enabled, Ordering::Relaxed);
+            s.streak.store(0, Ordering::Relaxed);
+            changes.push(format!(
+                "adaptive {} (limit {} to {}, latency threshold {:?})",
+                if new.adaptive.enabled { "on" } else { "off" },
+                new.adaptive.min_concurrent,
+                new.adaptive.max_concurrent,
+                new.adaptive.latency_threshold
+            ));
         }
         if new.max_waiting != cfg.max_waiting {
             s.max_waiting

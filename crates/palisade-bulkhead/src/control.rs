@@ -13,7 +13,7 @@ use crate::config::BulkheadConfig;
 
 /// Operator commands, as sent to `POST /admin/bulkheads/{name}`:
 /// `{"action": "set_max_concurrent", "max_concurrent": 5}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 pub enum BulkheadCommand {
     /// Resize the partition while it runs.
@@ -27,6 +27,11 @@ pub enum BulkheadCommand {
         #[serde(with = "duration")]
         max_wait: Duration,
     },
+    /// Switch the adaptive limit on or off (bounds from `config.adaptive`).
+    SetAdaptive {
+        /// On or off.
+        enabled: bool,
+    },
     /// Replace the whole config.
     SetConfig {
         /// The new config.
@@ -35,7 +40,7 @@ pub enum BulkheadCommand {
 }
 
 /// What an operator sees of a partition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BulkheadSnapshot {
     /// The partition's name.
     pub name: String,
@@ -52,6 +57,10 @@ pub struct BulkheadSnapshot {
     pub timeouts_total: u64,
     /// The longest a caller waits, in milliseconds.
     pub max_wait_ms: u64,
+    /// Whether the limit adapts to latency and errors.
+    pub adaptive: bool,
+    /// Changes the adaptive mode made to the limit.
+    pub adaptive_adjustments_total: u64,
     /// The config in force.
     pub config: BulkheadConfig,
 }
@@ -69,6 +78,8 @@ impl Bulkhead {
             rejected_total: s.rejected.get(),
             timeouts_total: s.timeouts.get(),
             max_wait_ms: u64::try_from(config.max_wait.as_millis()).unwrap_or(u64::MAX),
+            adaptive: config.adaptive.enabled,
+            adaptive_adjustments_total: s.adjustments.load(std::sync::atomic::Ordering::Relaxed),
             config,
         }
     }
@@ -80,6 +91,7 @@ impl Bulkhead {
                 self.set_max_concurrent(max_concurrent)?
             }
             BulkheadCommand::SetMaxWait { max_wait } => self.set_max_wait(max_wait)?,
+            BulkheadCommand::SetAdaptive { enabled } => self.set_adaptive(enabled)?,
             BulkheadCommand::SetConfig { config } => self.set_config(config)?,
         }
         Ok(self.snapshot())

@@ -10,6 +10,8 @@
 //!   mid-call.
 //! - [`Bulkhead::set_max_concurrent`] resizes a running partition: growing admits waiters at
 //!   once, shrinking never interrupts running calls. Permits are conserved exactly.
+//! - An adaptive mode ([`AdaptiveConfig`]): the limit moves between a floor and a ceiling
+//!   with observed latency and errors (AIMD), switchable at runtime.
 //! - Snapshots, events, metrics and control commands through [`palisade_core`], like every
 //!   Palisade component.
 //!
@@ -45,6 +47,6 @@ mod control;
 mod error;
 
 pub use bulkhead::{Builder, Bulkhead, Permit};
-pub use config::{BulkheadConfig, MAX_LIMIT, MAX_WAIT};
+pub use config::{AdaptiveConfig, BulkheadConfig, MAX_LIMIT, MAX_WAIT};
 pub use control::{BulkheadCommand, BulkheadSnapshot};
 pub use error::{BulkheadError, CallError};

@@ -1,8 +1,12 @@
 //! The bulkhead: a resizable, FIFO-fair semaphore with bounded waits.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+
+use pin_project::pin_project;
 use std::time::Duration;
 
 use palisade_core::{
@@ -83,8 +87,9 @@ pub(crate) struct Shared {
 /// A slot in a bulkhead, released when dropped.
 #[must_use = "the slot is released as soon as the permit is dropped"]
 pub struct Permit<'a> {
+    // The tokio permit is forgotten when taken; this one releases it (or retires it to pay a
+    // shrink's debt). One pointer, so moving a permit around costs nothing.
     shared: &'a Shared,
-    permit: Option<SemaphorePermit<'a>>,
 }
 
 impl std::fmt::Debug for Permit<'_> {
@@ -98,11 +103,105 @@ impl std::fmt::Debug for Permit<'_> {
 impl Drop for Permit<'_> {
     #[inline]
     fn drop(&mut self) {
-        if let Some(p) = self.permit.take() {
-            if self.shared.debt.load(Ordering::Acquire) != 0 && self.shared.take_debt() {
-                p.forget();
+        let s = self.shared;
+        if s.debt.load(Ordering::Acquire) != 0 && s.take_debt() {
+            return; // retired: the limit shrank while this call ran
+        }
+        s.sem.add_permits(1);
+    }
+}
+
+type WaitFuture<'a> = Pin<Box<dyn Future<Output = Result<Permit<'a>, BulkheadError>> + Send + 'a>>;
+
+/// The future returned by [`Bulkhead::acquire`].
+///
+/// When a slot is free it completes on its first poll without allocating; only a caller that
+/// has to wait builds (and boxes) the timed wait, so the uncontended future is two words.
+#[must_use = "futures do nothing unless polled"]
+pub struct Acquire<'a> {
+    shared: &'a Shared,
+    waiting: Option<WaitFuture<'a>>,
+}
+
+impl std::fmt::Debug for Acquire<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acquire")
+            .field("bulkhead", &&*self.shared.name)
+            .field("waiting", &self.waiting.is_some())
+            .finish()
+    }
+}
+
+impl<'a> Future for Acquire<'a> {
+    type Output = Result<Permit<'a>, BulkheadError>;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let shared = self.shared;
+        let waiting = match &mut self.waiting {
+            Some(w) => w,
+            None => {
+                if let Ok(p) = shared.sem.try_acquire() {
+                    return Poll::Ready(Ok(shared.permit(p)));
+                }
+                match shared.join_queue() {
+                    Ok(max_wait) => self.waiting.insert(Box::pin(shared.wait(max_wait))),
+                    Err(refused) => return Poll::Ready(Err(refused)),
+                }
+            }
+        };
+        waiting.as_mut().poll(cx)
+    }
+}
+
+/// The future returned by [`Bulkhead::call`]: waits for a slot, runs the inner future in it,
+/// and releases the slot when the inner future completes or this future is dropped.
+#[pin_project]
+#[must_use = "futures do nothing unless polled"]
+pub struct Call<'a, F> {
+    bulkhead: &'a Bulkhead,
+    acquire: Acquire<'a>,
+    permit: Option<Permit<'a>>,
+    /// When the call started, if the adaptive mode wants its latency.
+    started: Option<tokio::time::Instant>,
+    #[pin]
+    fut: F,
+}
+
+impl<F> std::fmt::Debug for Call<'_, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("bulkhead", &self.bulkhead.name())
+            .field("running", &self.permit.is_some())
+            .finish()
+    }
+}
+
+impl<F, T, E> Future for Call<'_, F>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    type Output = Result<T, CallError<E>>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if this.permit.is_none() {
+            match ready!(Pin::new(this.acquire).poll(cx)) {
+                Ok(p) => *this.permit = Some(p),
+                Err(refused) => return Poll::Ready(Err(CallError::Rejected(refused))),
+            }
+            if this.bulkhead.shared.adaptive.load(Ordering::Relaxed) {
+                *this.started = Some(tokio::time::Instant::now());
             }
         }
+        let result = ready!(this.fut.poll(cx));
+        if let Some(started) = this.started.take() {
+            // Observed while the slot is still held, so the call counts as in flight.
+            this.bulkhead.observe(started.elapsed(), result.is_ok());
+        }
+        *this.permit = None;
+        Poll::Ready(result.map_err(CallError::Inner))
     }
 }
 
@@ -226,36 +325,10 @@ impl Bulkhead {
 
     /// Takes a slot, waiting up to `max_wait` in FIFO order. Cancelling the returned future
     /// leaves the queue cleanly.
-    pub async fn acquire(&self) -> Result<Permit<'_>, BulkheadError> {
-        let s = &*self.shared;
-        if let Ok(p) = s.sem.try_acquire() {
-            return Ok(s.permit(p));
-        }
-        let max_wait = Duration::from_nanos(s.max_wait_nanos.load(Ordering::Relaxed));
-        if max_wait.is_zero() {
-            return Err(s.full(None));
-        }
-        let bound = s.max_waiting.load(Ordering::Relaxed);
-        if s.waiting.fetch_add(1, Ordering::AcqRel) >= bound {
-            s.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(s.full(Some(bound)));
-        }
-        let _guard = WaitingGuard(&s.waiting);
-        match tokio::time::timeout(max_wait, s.sem.acquire()).await {
-            Ok(Ok(p)) => Ok(s.permit(p)),
-            // The semaphore is never closed; treat it as full if it ever is.
-            Ok(Err(_)) => Err(s.full(None)),
-            Err(_) => {
-                s.timeouts.incr();
-                let limit = s.limit.load(Ordering::Relaxed);
-                tracing::debug!(target: "palisade", bulkhead = %s.name, max_concurrent = limit,
-                    waited_ms = max_wait.as_millis() as u64, "bulkhead wait timed out");
-                Err(BulkheadError::TimedOut {
-                    name: s.name.clone(),
-                    max_concurrent: limit,
-                    waited: max_wait,
-                })
-            }
+    pub fn acquire(&self) -> Acquire<'_> {
+        Acquire {
+            shared: &self.shared,
+            waiting: None,
         }
     }
 
@@ -264,19 +337,17 @@ impl Bulkhead {
     ///
     /// With the adaptive mode on, the call's latency and result feed the limit (`Err` counts as
     /// a sign of overload).
-    pub async fn call<F, T, E>(&self, fut: F) -> Result<T, CallError<E>>
+    pub fn call<F, T, E>(&self, fut: F) -> Call<'_, F>
     where
         F: Future<Output = Result<T, E>>,
     {
-        let _permit = self.acquire().await.map_err(CallError::Rejected)?;
-        if !self.shared.adaptive.load(Ordering::Relaxed) {
-            return fut.await.map_err(CallError::Inner);
+        Call {
+            bulkhead: self,
+            acquire: self.acquire(),
+            permit: None,
+            started: None,
+            fut,
         }
-        let start = tokio::time::Instant::now();
-        let result = fut.await;
-        // Observed while the slot is still held, so the call counts as in flight.
-        self.observe(start.elapsed(), result.is_ok());
-        result.map_err(CallError::Inner)
     }
 
     /// Feeds one sample to the adaptive limit (no-op unless adaptive mode is on): a call that
@@ -409,9 +480,45 @@ impl Bulkhead {
 impl Shared {
     #[inline]
     fn permit<'a>(&'a self, p: SemaphorePermit<'a>) -> Permit<'a> {
-        Permit {
-            shared: self,
-            permit: Some(p),
+        // Our `Permit` gives the slot back; dropping tokio's would give it back twice.
+        std::mem::forget(p);
+        Permit { shared: self }
+    }
+
+    /// Admits a caller to the wait queue, or refuses it (no wait allowed, queue full).
+    /// Returns how long it may wait; the caller is counted in `waiting` until its guard drops.
+    #[cold]
+    fn join_queue(&self) -> Result<Duration, BulkheadError> {
+        let max_wait = Duration::from_nanos(self.max_wait_nanos.load(Ordering::Relaxed));
+        if max_wait.is_zero() {
+            return Err(self.full(None));
+        }
+        let bound = self.max_waiting.load(Ordering::Relaxed);
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= bound {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(self.full(Some(bound)));
+        }
+        Ok(max_wait)
+    }
+
+    /// Waits in the FIFO queue for up to `max_wait` (the caller joined it in `join_queue`).
+    async fn wait(&self, max_wait: Duration) -> Result<Permit<'_>, BulkheadError> {
+        let _guard = WaitingGuard(&self.waiting);
+        match tokio::time::timeout(max_wait, self.sem.acquire()).await {
+            Ok(Ok(p)) => Ok(self.permit(p)),
+            // The semaphore is never closed; treat it as full if it ever is.
+            Ok(Err(_)) => Err(self.full(None)),
+            Err(_) => {
+                self.timeouts.incr();
+                let limit = self.limit.load(Ordering::Relaxed);
+                tracing::debug!(target: "palisade", bulkhead = %self.name, max_concurrent = limit,
+                    waited_ms = max_wait.as_millis() as u64, "bulkhead wait timed out");
+                Err(BulkheadError::TimedOut {
+                    name: self.name.clone(),
+                    max_concurrent: limit,
+                    waited: max_wait,
+                })
+            }
         }
     }
 

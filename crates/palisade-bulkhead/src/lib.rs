@@ -46,7 +46,7 @@ mod config;
 mod control;
 mod error;
 
-pub use bulkhead::{Builder, Bulkhead, Permit};
+pub use bulkhead::{Acquire, Builder, Bulkhead, Call, Permit};
 pub use config::{AdaptiveConfig, BulkheadConfig, MAX_LIMIT, MAX_WAIT};
 pub use control::{BulkheadCommand, BulkheadSnapshot};
 pub use error::{BulkheadError, CallError};

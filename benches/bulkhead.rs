@@ -369,6 +369,26 @@ fn contended(c: &mut Criterion) {
         })
     });
 
+    // What a tokio user writes for a bounded wait: the like-for-like baseline for Palisade,
+    // whose waits are always bounded (`max_wait`).
+    g.bench_function("tokio_timeout_acquire_await_drop", |b| {
+        b.iter_custom(|iters| {
+            time_tasks(&rt, iters, |rounds| {
+                let sem = Arc::clone(&sem);
+                async move {
+                    for _ in 0..rounds {
+                        let permit = tokio::time::timeout(Duration::from_secs(60), sem.acquire())
+                            .await
+                            .unwrap()
+                            .unwrap();
+                        tokio::task::yield_now().await;
+                        drop(black_box(permit));
+                    }
+                }
+            })
+        })
+    });
+
     // A wait far longer than any sample: every acquisition succeeds, after queueing.
     let bulkhead = Bulkhead::builder("bench-contended")
         .max_concurrent(CONTENDED_LIMIT)

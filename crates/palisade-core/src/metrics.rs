@@ -26,3 +26,15 @@ pub const BULKHEAD_WAITING: &str = "palisade_bulkhead_waiting_calls";
 pub const BULKHEAD_REJECTED_TOTAL: &str = "palisade_bulkhead_rejected_calls_total";
 /// Counter of calls that gave up waiting for a bulkhead permit; label `name`.
 pub const BULKHEAD_TIMEOUTS_TOTAL: &str = "palisade_bulkhead_timeouts_total";
+
+/// Counter of requests a rate limiter admitted; label `name`.
+pub const RATE_LIMITER_PERMITTED_TOTAL: &str = "palisade_rate_limiter_permitted_total";
+/// Counter of requests a rate limiter refused; label `name`.
+pub const RATE_LIMITER_REJECTED_TOTAL: &str = "palisade_rate_limiter_rejected_total";
+/// Gauge of keys a local keyed rate limiter tracks; label `name`.
+pub const RATE_LIMITER_KEYS: &str = "palisade_rate_limiter_keys";
+/// Counter of Redis errors and timeouts of a distributed rate limiter; label `name`.
+pub const RATE_LIMITER_BACKEND_ERRORS_TOTAL: &str = "palisade_rate_limiter_backend_errors_total";
+/// Gauge, 1 while a distributed rate limiter reaches Redis, 0 while its failure policy decides;
+/// label `name`.
+pub const RATE_LIMITER_BACKEND_UP: &str = "palisade_rate_limiter_backend_up";

@@ -10,6 +10,8 @@
 //! | (always) | [`core`] | clock, registry, snapshots, control commands, events |
 //! | `breaker` (default) | [`breaker`] | circuit breakers with half-open recovery |
 //! | `bulkhead` (default) | [`bulkhead`] | semaphore bulkheads: named partitions, bounded waits, live resize |
+//! | `ratelimit` (default) | [`ratelimit`] | local GCRA rate limiters, direct and keyed |
+//! | `ratelimit-redis` | [`ratelimit`] | plus the Redis-backed distributed limiter |
 //!
 //! ```
 //! # #[cfg(feature = "breaker")] {
@@ -34,3 +36,5 @@ pub use palisade_breaker as breaker;
 
 #[cfg(feature = "bulkhead")]
 pub use palisade_bulkhead as bulkhead;
+#[cfg(feature = "ratelimit")]
+pub use palisade_ratelimit as ratelimit;

@@ -1,0 +1,523 @@
+//! The distributed limiter: GCRA in one Lua script on Redis, shared by every instance.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::Duration;
+
+use palisade_core::{
+    BuildError, EventBus, EventKind, Registry, SharedClock, StripedCounter,
+    clock::saturating_nanos, config::ConfigError,
+};
+use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::Serialize;
+
+use crate::core::Core;
+use crate::error::{RateLimitError, RateLimited};
+use crate::keyed::KeyedRateLimiter;
+use crate::limiter::{FailurePolicy, RedisOptions};
+use crate::quota::{Decision, Gcra, Quota};
+
+/// GCRA on Redis. KEYS[1]: the bucket. ARGV: emission interval (µs), tolerance (µs), cells.
+/// Time comes from Redis `TIME`, so instances' clocks do not matter. Returns
+/// `{allowed, remaining, retry_after_us, reset_after_us}`, as redis-cell's `CL.THROTTLE`.
+/// An admission stores the new TAT with an expiry at which the bucket is full again (idle keys
+/// vanish); a denial writes nothing.
+pub const GCRA_SCRIPT: &str = r"
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if not tat or tat < now then tat = now end
+local new_tat = tat + n * interval
+local diff = new_tat - now
+if diff > tolerance then
+  local remaining = math.floor((tolerance - (tat - now)) / interval)
+  if remaining < 0 then remaining = 0 end
+  return {0, remaining, diff - tolerance, tat - now}
+end
+if n > 0 then
+  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil(diff / 1000))
+end
+return {1, math.floor((tolerance - diff) / interval), 0, diff}
+";
+
+/// Keys longer than this are replaced by a stable 64-bit hash (the same on every instance).
+const MAX_KEY_LEN: usize = 200;
+/// Bound on the local deny cache.
+const DENY_CACHE_MAX: usize = 10_000;
+
+/// A keyed GCRA limiter whose buckets live in Redis, so that every instance behind a load
+/// balancer shares one limit.
+///
+/// - One `EVALSHA` round trip per decision (the script is reloaded by itself after a Redis
+///   restart or `SCRIPT FLUSH`); time comes from Redis `TIME`; a denial writes nothing.
+/// - Keys are `<prefix>:<limiter>:{<key>}`: the hash tag makes them valid on Redis Cluster.
+/// - One multiplexed, auto-reconnecting connection is shared by all callers; concurrent
+///   decisions pipeline over it.
+/// - A key Redis refused until T is refused locally until T, without asking Redis.
+/// - When Redis fails or is slower than `timeout`, the [`FailurePolicy`] decides, and the
+///   limiter goes back to Redis by itself once it answers.
+///
+/// ```no_run
+/// use palisade_ratelimit::{Quota, RedisRateLimiter};
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let limiter = RedisRateLimiter::builder("per-client", "redis://127.0.0.1:6379")
+///     .quota(Quota::per_minute(100))
+///     .build()?;
+/// let decision = limiter.decide("10.0.0.1", 1).await?;
+/// println!("allowed {} remaining {}", decision.allowed, decision.remaining);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisRateLimiter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    core: Core,
+    conn: ConnectionManager,
+    script: redis::Script,
+    prefix: String,
+    options: Mutex<RedisOptions>,
+    policy: AtomicU8,
+    timeout_nanos: AtomicU64,
+    retry_interval_nanos: AtomicU64,
+    /// While `now < down_until`, Redis is skipped; 0 when Redis is believed up.
+    down_until: AtomicU64,
+    fallback: KeyedRateLimiter<String>,
+    deny_cache: Mutex<HashMap<String, u64>>,
+    backend_errors: StripedCounter,
+    fallback_decisions: StripedCounter,
+    deny_cache_hits: StripedCounter,
+}
+
+impl fmt::Debug for RedisRateLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisRateLimiter")
+            .field("name", &self.inner.core.name)
+            .field("quota", &self.inner.core.quota())
+            .field("options", &*self.inner.options.lock())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`RedisRateLimiter`]; see [`RedisRateLimiter::builder`].
+#[must_use]
+pub struct Builder {
+    name: String,
+    url: String,
+    quota: Quota,
+    options: RedisOptions,
+    registry: Option<Registry>,
+    clock: Option<SharedClock>,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may carry a password: never print it.
+        f.debug_struct("Builder")
+            .field("name", &self.name)
+            .field("quota", &self.quota)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Builder {
+    /// The quota of each key, shared by all instances. Default 100 per minute.
+    pub fn quota(mut self, quota: Quota) -> Self {
+        self.quota = quota;
+        self
+    }
+
+    /// Replaces the Redis options.
+    pub fn options(mut self, options: RedisOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// What to do when Redis fails. Default `local_fallback`.
+    pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
+        self.options.failure_policy = policy;
+        self
+    }
+
+    /// The longest a decision waits for Redis. Default 20 ms.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.options.timeout = timeout;
+        self
+    }
+
+    /// Registers the limiter in `registry`.
+    pub fn registry(mut self, registry: &Registry) -> Self {
+        self.registry = Some(registry.clone());
+        self
+    }
+
+    /// Reads local time (deny cache, retry interval, fallback) from `clock`.
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Validates and builds the limiter. Connects lazily: building succeeds while Redis is
+    /// down (decisions then follow the failure policy). Call inside a tokio runtime.
+    pub fn build(self) -> Result<RedisRateLimiter, BuildError> {
+        let registry = self.registry.clone();
+        let limiter = self.build_unregistered()?;
+        if let Some(registry) = registry {
+            registry.register(Arc::new(limiter.clone()))?;
+        }
+        Ok(limiter)
+    }
+
+    pub(crate) fn build_unregistered(self) -> Result<RedisRateLimiter, ConfigError> {
+        self.options.validate()?;
+        let core = Core::new(
+            self.name,
+            self.quota,
+            self.registry.as_ref(),
+            self.clock.clone(),
+        )?;
+        let client = redis::Client::open(self.url.as_str())
+            .map_err(|e| ConfigError::new("redis_url", format!("not a Redis URL: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_min_delay(Duration::from_millis(20))
+            .set_max_delay(Duration::from_secs(1))
+            .set_number_of_retries(3);
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| ConfigError::new("redis_url", e.to_string()))?;
+        let fallback = {
+            let b = KeyedRateLimiter::<String>::builder(format!("{}.fallback", core.name))
+                .quota(self.quota.share(self.options.instances));
+            match self.clock {
+                Some(c) => b.clock(c),
+                None => b,
+            }
+        }
+        .build_unregistered()?;
+        let prefix = format!("{}:{}:", self.options.key_prefix, core.name);
+        Ok(RedisRateLimiter {
+            inner: Arc::new(Inner {
+                core,
+                conn,
+                script: redis::Script::new(GCRA_SCRIPT),
+                prefix,
+                policy: AtomicU8::new(self.options.failure_policy.to_u8()),
+                timeout_nanos: AtomicU64::new(saturating_nanos(self.options.timeout)),
+                retry_interval_nanos: AtomicU64::new(saturating_nanos(self.options.retry_interval)),
+                options: Mutex::new(self.options),
+                down_until: AtomicU64::new(0),
+                fallback,
+                deny_cache: Mutex::new(HashMap::new()),
+                backend_errors: StripedCounter::new(),
+                fallback_decisions: StripedCounter::new(),
+                deny_cache_hits: StripedCounter::new(),
+            }),
+        })
+    }
+}
+
+/// What the snapshot shows of the Redis side.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RedisStatus {
+    /// The policy applied when Redis fails.
+    pub failure_policy: FailurePolicy,
+    /// Whether the last attempt reached Redis.
+    pub available: bool,
+    /// The decision budget, in milliseconds.
+    pub timeout_ms: u64,
+    /// Redis errors and timeouts so far.
+    pub backend_errors_total: u64,
+    /// Decisions taken by the failure policy instead of Redis.
+    pub fallback_decisions_total: u64,
+    /// Denials answered from the local deny cache.
+    pub deny_cache_hits_total: u64,
+    /// Keys in the deny cache now.
+    pub deny_cache_entries: usize,
+}
+
+impl RedisRateLimiter {
+    /// A builder for a limiter named `name` on the Redis at `url`
+    /// (`redis://[:password@]host:port[/db]`).
+    pub fn builder(name: impl Into<String>, url: impl Into<String>) -> Builder {
+        Builder {
+            name: name.into(),
+            url: url.into(),
+            quota: Quota::default(),
+            options: RedisOptions::default(),
+            registry: None,
+            clock: None,
+        }
+    }
+
+    /// Admits one request of `key`, or refuses it with the time to wait. The `Decision` of an
+    /// admission carries `remaining` and `reset_after` for `RateLimit-*` headers.
+    pub async fn check(&self, key: &str) -> Result<Decision, RateLimited> {
+        match self.decide(key, 1).await {
+            Ok(d) => self.inner.core.result(d).map(|()| d),
+            Err(e) => Err(self.inner.core.refusal(e)),
+        }
+    }
+
+    /// Decides on `n` requests of `key`: one round trip to Redis, or the deny cache, or the
+    /// failure policy when Redis is down. Errors only when `n` exceeds the burst.
+    pub async fn decide(&self, key: &str, n: u32) -> Result<Decision, RateLimitError> {
+        let s = &*self.inner;
+        let g = s.core.gcra();
+        if let Some(e) = s.core.over_capacity(g, n) {
+            return Err(e);
+        }
+        let now = s.core.time.now();
+        if let Some(d) = s.cached_denial(key, now, g) {
+            s.deny_cache_hits.incr();
+            s.core.rejected.add(u64::from(n));
+            return Ok(d);
+        }
+        let down_until = s.down_until.load(Ordering::Relaxed);
+        if down_until != 0 && now < down_until {
+            return s.fallback(key, n, g, down_until - now);
+        }
+        let budget = Duration::from_nanos(s.timeout_nanos.load(Ordering::Relaxed));
+        match tokio::time::timeout(budget, s.eval(key, n, g)).await {
+            Ok(Ok(d)) => {
+                s.backend_up();
+                if d.allowed {
+                    s.core.permitted.add(u64::from(n));
+                } else {
+                    s.core.rejected.add(u64::from(n));
+                    s.cache_denial(key, now, d.retry_after);
+                }
+                Ok(d)
+            }
+            Ok(Err(e)) => {
+                s.backend_down(now, &e.to_string());
+                s.fallback(key, n, g, s.retry_interval())
+            }
+            Err(_) => {
+                s.backend_down(now, &format!("no answer within {budget:?}"));
+                s.fallback(key, n, g, s.retry_interval())
+            }
+        }
+    }
+
+    /// The quota of each key.
+    pub fn quota(&self) -> Quota {
+        self.inner.core.quota()
+    }
+
+    /// Changes rate and burst on this instance (other instances keep theirs until told).
+    /// Clears the deny cache, so a raise takes effect at once.
+    pub fn set_quota(&self, quota: Quota) -> Result<(), ConfigError> {
+        let s = &*self.inner;
+        s.core.set_quota(quota)?;
+        let instances = s.options.lock().instances;
+        s.fallback.set_quota(quota.share(instances))?;
+        s.deny_cache.lock().clear();
+        Ok(())
+    }
+
+    /// Changes the failure policy while running.
+    pub fn set_failure_policy(&self, policy: FailurePolicy) {
+        let s = &*self.inner;
+        let old = FailurePolicy::from_u8(s.policy.swap(policy.to_u8(), Ordering::Relaxed));
+        s.options.lock().failure_policy = policy;
+        if old != policy {
+            s.core.publish(EventKind::ConfigChanged {
+                change: format!("failure_policy {} -> {}", old.as_str(), policy.as_str()),
+            });
+        }
+    }
+
+    /// The policy applied when Redis fails.
+    pub fn failure_policy(&self) -> FailurePolicy {
+        FailurePolicy::from_u8(self.inner.policy.load(Ordering::Relaxed))
+    }
+
+    /// Forgets `key`'s bucket in Redis (and locally): its next `burst` requests pass.
+    pub async fn reset_key(&self, key: &str) -> Result<(), redis::RedisError> {
+        let s = &*self.inner;
+        let mut conn = s.conn.clone();
+        let _: () = redis::cmd("DEL")
+            .arg(s.redis_key(key))
+            .query_async(&mut conn)
+            .await?;
+        s.deny_cache.lock().remove(key);
+        s.fallback.reset_key(key);
+        s.core.publish(EventKind::AdminAction {
+            action: format!("reset key {key}"),
+        });
+        Ok(())
+    }
+
+    /// The Redis key holding `key`'s bucket (`<prefix>:<limiter>:{<key>}`).
+    pub fn redis_key(&self, key: &str) -> String {
+        self.inner.redis_key(key)
+    }
+
+    /// The Redis side as the snapshot shows it.
+    pub fn redis_status(&self) -> RedisStatus {
+        let s = &*self.inner;
+        let options = s.options.lock().clone();
+        RedisStatus {
+            failure_policy: self.failure_policy(),
+            available: s.down_until.load(Ordering::Relaxed) == 0,
+            timeout_ms: u64::try_from(options.timeout.as_millis()).unwrap_or(u64::MAX),
+            backend_errors_total: s.backend_errors.get(),
+            fallback_decisions_total: s.fallback_decisions.get(),
+            deny_cache_hits_total: s.deny_cache_hits.get(),
+            deny_cache_entries: s.deny_cache.lock().len(),
+        }
+    }
+
+    /// The limiter's name.
+    pub fn name(&self) -> &str {
+        &self.inner.core.name
+    }
+
+    /// The event bus this limiter publishes to.
+    pub fn events(&self) -> &EventBus {
+        &self.inner.core.events
+    }
+
+    pub(crate) fn core(&self) -> &Core {
+        &self.inner.core
+    }
+}
+
+impl Inner {
+    fn redis_key(&self, key: &str) -> String {
+        if key.len() <= MAX_KEY_LEN {
+            format!("{}{{{key}}}", self.prefix)
+        } else {
+            format!("{}{{h:{:016x}}}", self.prefix, fnv1a(key.as_bytes()))
+        }
+    }
+
+    async fn eval(&self, key: &str, n: u32, g: Gcra) -> Result<Decision, redis::RedisError> {
+        let interval_us = (g.interval / 1000).max(1);
+        let tolerance_us = g.tolerance / 1000;
+        let mut conn = self.conn.clone();
+        let (allowed, remaining, retry_us, reset_us): (i64, i64, i64, i64) = self
+            .script
+            .key(self.redis_key(key))
+            .arg(interval_us)
+            .arg(tolerance_us)
+            .arg(n)
+            .invoke_async(&mut conn)
+            .await?;
+        let us = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
+        Ok(Decision {
+            allowed: allowed == 1,
+            limit: g.burst(),
+            remaining: u32::try_from(remaining.max(0)).unwrap_or(u32::MAX),
+            retry_after: us(retry_us),
+            reset_after: us(reset_us),
+        })
+    }
+
+    fn retry_interval(&self) -> u64 {
+        self.retry_interval_nanos.load(Ordering::Relaxed)
+    }
+
+    fn cached_denial(&self, key: &str, now: u64, g: Gcra) -> Option<Decision> {
+        let mut cache = self.deny_cache.lock();
+        if cache.is_empty() {
+            return None;
+        }
+        let until = *cache.get(key)?;
+        if until <= now {
+            cache.remove(key);
+            return None;
+        }
+        Some(Decision {
+            allowed: false,
+            limit: g.burst(),
+            remaining: 0,
+            retry_after: Duration::from_nanos(until - now),
+            reset_after: Duration::from_nanos(until - now),
+        })
+    }
+
+    fn cache_denial(&self, key: &str, now: u64, retry_after: Duration) {
+        let until = now.saturating_add(saturating_nanos(retry_after));
+        let mut cache = self.deny_cache.lock();
+        if cache.len() >= DENY_CACHE_MAX {
+            cache.retain(|_, u| *u > now);
+            if cache.len() >= DENY_CACHE_MAX {
+                return;
+            }
+        }
+        cache.insert(key.to_owned(), until);
+    }
+
+    fn backend_up(&self) {
+        if self.down_until.swap(0, Ordering::Relaxed) != 0 {
+            self.core.publish(EventKind::StateTransition {
+                from: FailurePolicy::from_u8(self.policy.load(Ordering::Relaxed))
+                    .as_str()
+                    .into(),
+                to: "redis".into(),
+                reason: "Redis answered again".into(),
+            });
+        }
+    }
+
+    fn backend_down(&self, now: u64, error: &str) {
+        self.backend_errors.incr();
+        let until = now.saturating_add(self.retry_interval()).max(1);
+        if self.down_until.swap(until, Ordering::Relaxed) == 0 {
+            let policy = FailurePolicy::from_u8(self.policy.load(Ordering::Relaxed));
+            tracing::warn!(limiter = %self.core.name, error, policy = policy.as_str(),
+                "Redis unavailable; rate limiting by the failure policy");
+            self.core.publish(EventKind::StateTransition {
+                from: "redis".into(),
+                to: policy.as_str().into(),
+                reason: format!("Redis unavailable: {error}"),
+            });
+        }
+    }
+
+    /// The decision of the failure policy. `wait` is how long Redis will be skipped.
+    fn fallback(&self, key: &str, n: u32, g: Gcra, wait: u64) -> Result<Decision, RateLimitError> {
+        self.fallback_decisions.incr();
+        let d = match FailurePolicy::from_u8(self.policy.load(Ordering::Relaxed)) {
+            FailurePolicy::FailOpen => Decision {
+                allowed: true,
+                limit: g.burst(),
+                remaining: g.burst().saturating_sub(n),
+                retry_after: Duration::ZERO,
+                reset_after: Duration::ZERO,
+            },
+            FailurePolicy::FailClosed => Decision {
+                allowed: false,
+                limit: g.burst(),
+                remaining: 0,
+                retry_after: Duration::from_nanos(wait),
+                reset_after: Duration::from_nanos(wait),
+            },
+            FailurePolicy::LocalFallback => self.fallback.decide_key(key, n)?,
+        };
+        if d.allowed {
+            self.core.permitted.add(u64::from(n));
+        } else {
+            self.core.rejected.add(u64::from(n));
+        }
+        Ok(d)
+    }
+}
+
+/// FNV-1a, 64 bits: a stable hash for over-long keys (the same on every instance and build).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use palisade_core::{
@@ -91,7 +91,7 @@ struct Inner {
     /// While `now < down_until`, Redis is skipped; 0 when Redis is believed up.
     down_until: AtomicU64,
     fallback: KeyedRateLimiter<String>,
-    deny_cache: Mutex<HashMap<String, u64>>,
+    deny_cache: DenyCache,
     backend_errors: StripedCounter,
     fallback_decisions: StripedCounter,
     deny_cache_hits: StripedCounter,
@@ -136,7 +136,8 @@ impl Builder {
         self
     }
 
-    /// Replaces the Redis options.
+    /// Replaces all the Redis options (call it before the single-option setters below, which
+    /// change one field of whatever is set).
     pub fn options(mut self, options: RedisOptions) -> Self {
         self.options = options;
         self
@@ -148,9 +149,21 @@ impl Builder {
         self
     }
 
-    /// The longest a decision waits for Redis. Default 20 ms.
+    /// The longest a decision waits for Redis. Default 50 ms.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.options.timeout = timeout;
+        self
+    }
+
+    /// How many instances share the quota (`local_fallback` gives each `quota / instances`).
+    pub fn instances(mut self, instances: u32) -> Self {
+        self.options.instances = instances;
+        self
+    }
+
+    /// Prefix of every key. Default `palisade:rl`.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.options.key_prefix = prefix.into();
         self
     }
 
@@ -179,6 +192,7 @@ impl Builder {
 
     pub(crate) fn build_unregistered(self) -> Result<RedisRateLimiter, ConfigError> {
         self.options.validate()?;
+        check_resolution(&self.quota)?;
         let core = Core::new(
             self.name,
             self.quota,
@@ -217,7 +231,7 @@ impl Builder {
                 options: Mutex::new(self.options),
                 down_until: AtomicU64::new(0),
                 fallback,
-                deny_cache: Mutex::new(HashMap::new()),
+                deny_cache: DenyCache::default(),
                 backend_errors: StripedCounter::new(),
                 fallback_decisions: StripedCounter::new(),
                 deny_cache_hits: StripedCounter::new(),
@@ -318,10 +332,11 @@ impl RedisRateLimiter {
     /// Clears the deny cache, so a raise takes effect at once.
     pub fn set_quota(&self, quota: Quota) -> Result<(), ConfigError> {
         let s = &*self.inner;
+        check_resolution(&quota)?;
         s.core.set_quota(quota)?;
         let instances = s.options.lock().instances;
         s.fallback.set_quota(quota.share(instances))?;
-        s.deny_cache.lock().clear();
+        s.deny_cache.clear();
         Ok(())
     }
 
@@ -350,7 +365,7 @@ impl RedisRateLimiter {
             .arg(s.redis_key(key))
             .query_async(&mut conn)
             .await?;
-        s.deny_cache.lock().remove(key);
+        s.deny_cache.remove(key);
         s.fallback.reset_key(key);
         s.core.publish(EventKind::AdminAction {
             action: format!("reset key {key}"),
@@ -374,7 +389,7 @@ impl RedisRateLimiter {
             backend_errors_total: s.backend_errors.get(),
             fallback_decisions_total: s.fallback_decisions.get(),
             deny_cache_hits_total: s.deny_cache_hits.get(),
-            deny_cache_entries: s.deny_cache.lock().len(),
+            deny_cache_entries: s.deny_cache.len(),
         }
     }
 
@@ -403,8 +418,7 @@ impl Inner {
     }
 
     async fn eval(&self, key: &str, n: u32, g: Gcra) -> Result<Decision, redis::RedisError> {
-        let interval_us = (g.interval / 1000).max(1);
-        let tolerance_us = g.tolerance / 1000;
+        let (interval_us, tolerance_us) = micros(g);
         let mut conn = self.conn.clone();
         let (allowed, remaining, retry_us, reset_us): (i64, i64, i64, i64) = self
             .script
@@ -429,34 +443,19 @@ impl Inner {
     }
 
     fn cached_denial(&self, key: &str, now: u64, g: Gcra) -> Option<Decision> {
-        let mut cache = self.deny_cache.lock();
-        if cache.is_empty() {
-            return None;
-        }
-        let until = *cache.get(key)?;
-        if until <= now {
-            cache.remove(key);
-            return None;
-        }
+        let wait = Duration::from_nanos(self.deny_cache.until(key, now)? - now);
         Some(Decision {
             allowed: false,
             limit: g.burst(),
             remaining: 0,
-            retry_after: Duration::from_nanos(until - now),
-            reset_after: Duration::from_nanos(until - now),
+            retry_after: wait,
+            reset_after: wait,
         })
     }
 
     fn cache_denial(&self, key: &str, now: u64, retry_after: Duration) {
-        let until = now.saturating_add(saturating_nanos(retry_after));
-        let mut cache = self.deny_cache.lock();
-        if cache.len() >= DENY_CACHE_MAX {
-            cache.retain(|_, u| *u > now);
-            if cache.len() >= DENY_CACHE_MAX {
-                return;
-            }
-        }
-        cache.insert(key.to_owned(), until);
+        self.deny_cache
+            .insert(key, now.saturating_add(saturating_nanos(retry_after)), now);
     }
 
     fn backend_up(&self) {
@@ -513,6 +512,86 @@ impl Inner {
         }
         Ok(d)
     }
+}
+
+/// Keys Redis refused, with the local time until which they stay refused. Bounded; the common
+/// case (no refused key) costs one atomic load, not a lock.
+#[derive(Default)]
+struct DenyCache {
+    map: Mutex<HashMap<String, u64>>,
+    len: AtomicUsize,
+}
+
+impl DenyCache {
+    /// Until when `key` is refused, if it still is at `now`.
+    fn until(&self, key: &str, now: u64) -> Option<u64> {
+        if self.len.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut map = self.map.lock();
+        let until = *map.get(key)?;
+        if until > now {
+            return Some(until);
+        }
+        map.remove(key);
+        self.len.store(map.len(), Ordering::Relaxed);
+        None
+    }
+
+    fn insert(&self, key: &str, until: u64, now: u64) {
+        let mut map = self.map.lock();
+        if map.len() >= DENY_CACHE_MAX {
+            map.retain(|_, u| *u > now);
+            if map.len() >= DENY_CACHE_MAX {
+                return;
+            }
+        }
+        map.insert(key.to_owned(), until);
+        self.len.store(map.len(), Ordering::Relaxed);
+    }
+
+    fn remove(&self, key: &str) {
+        let mut map = self.map.lock();
+        map.remove(key);
+        self.len.store(map.len(), Ordering::Relaxed);
+    }
+
+    fn clear(&self) {
+        self.map.lock().clear();
+        self.len.store(0, Ordering::Relaxed);
+    }
+
+    fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+}
+
+/// The script's arguments: emission interval and tolerance in whole microseconds (Redis `TIME`
+/// has microsecond resolution), the interval rounded to the nearest microsecond and the
+/// tolerance kept an exact multiple of it, so the burst is exact.
+fn micros(g: Gcra) -> (u64, u64) {
+    let interval = (g.interval.saturating_add(500) / 1000).max(1);
+    (interval, interval.saturating_mul(u64::from(g.burst())))
+}
+
+/// Refuses quotas that microsecond resolution would distort by more than 1%.
+fn check_resolution(quota: &Quota) -> Result<(), ConfigError> {
+    quota.validate().map_err(|e| e.within("quota"))?;
+    let g = quota.gcra();
+    let exact = g.interval as f64;
+    let rounded = (micros(g).0 * 1000) as f64;
+    if (rounded - exact).abs() > exact * 0.01 {
+        return Err(ConfigError::new(
+            "quota.rate",
+            format!(
+                "{} per {:?} is one request every {} ns per key; Redis decisions have microsecond \
+                 resolution, which would change that rate by more than 1% (at most one request \
+                 every 50 µs per key is exact to 1%)",
+                quota.rate, quota.period, g.interval
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// FNV-1a, 64 bits: a stable hash for over-long keys (the same on every instance and build).

@@ -178,3 +178,53 @@ async fn operators_reset_a_client_and_change_policy_through_the_registry() {
         palisade_ratelimit::FailurePolicy::FailClosed
     );
 }
+
+#[tokio::test]
+async fn the_backend_operators_choose_is_one_type_and_bad_quotas_are_named() {
+    let (url, _conn) = shared_redis().await;
+    let name = unique("front-door");
+    let env = palisade_core::Env::from_fn(|k| match k {
+        "RATE_LIMIT_BACKEND" => Some("redis".into()),
+        "RATE_LIMIT_REQUESTS" => Some("2".into()),
+        "RATE_LIMIT_PERIOD" => Some("1m".into()),
+        "REDIS_URL" => Some(url.clone()),
+        _ => None,
+    });
+    let cfg = palisade_ratelimit::RateLimitConfig::from_env_with(&env).unwrap();
+    let l = cfg.build(&name).finish().unwrap();
+    assert_eq!(l.backend(), palisade_ratelimit::Backend::Redis);
+    let d = l.check("agent-7").await.unwrap();
+    assert_eq!((d.limit, d.remaining), (2, 1));
+    l.check("agent-7").await.unwrap();
+    assert!(l.check("agent-7").await.is_err());
+    let snap = l.snapshot();
+    assert_eq!((snap.permitted_total, snap.rejected_total), (2, 1));
+    assert!(
+        serde_json::to_string(&cfg)
+            .unwrap()
+            .find("redis://")
+            .is_none(),
+        "URL leaked"
+    );
+
+    // The redis backend without a URL, and a rate Redis cannot time exactly, are refused.
+    let no_url =
+        palisade_core::Env::from_fn(|k| (k == "RATE_LIMIT_BACKEND").then(|| "redis".into()));
+    assert_eq!(
+        palisade_ratelimit::RateLimitConfig::from_env_with(&no_url)
+            .unwrap_err()
+            .field,
+        "REDIS_URL"
+    );
+    let err = RedisRateLimiter::builder("too-fast", &url)
+        .quota(Quota::per_second(300_000))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("quota.rate"), "{err}");
+    assert!(
+        RedisRateLimiter::builder("fine", &url)
+            .quota(Quota::per_second(20_000))
+            .build()
+            .is_ok()
+    );
+}

@@ -106,7 +106,9 @@ fn unsupported(action: &str, reason: &str) -> ControlError {
 impl RateLimiter {
     /// A snapshot of quota and counters.
     pub fn snapshot(&self) -> RateLimiterSnapshot {
-        self.core().snapshot(Backend::Memory, false)
+        let mut snap = self.core().snapshot(Backend::Memory, false);
+        snap.permitted_total = self.permitted_total();
+        snap
     }
 
     /// Applies an operator command; returns the snapshot after it.

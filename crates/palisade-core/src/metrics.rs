@@ -38,3 +38,18 @@ pub const RATE_LIMITER_BACKEND_ERRORS_TOTAL: &str = "palisade_rate_limiter_backe
 /// Gauge, 1 while a distributed rate limiter reaches Redis, 0 while its failure policy decides;
 /// label `name`.
 pub const RATE_LIMITER_BACKEND_UP: &str = "palisade_rate_limiter_backend_up";
+
+/// Gauge of a dead-letter queue's entries; labels `name`, `state`.
+pub const DLQ_ENTRIES: &str = "palisade_dlq_entries";
+/// Counter of entries ever enqueued; label `name`.
+pub const DLQ_ENQUEUED_TOTAL: &str = "palisade_dlq_enqueued_total";
+/// Counter of entries retried successfully and removed; label `name`.
+pub const DLQ_ACKED_TOTAL: &str = "palisade_dlq_acked_total";
+/// Counter of transitions to `parked`; label `name`.
+pub const DLQ_PARKED_TOTAL: &str = "palisade_dlq_parked_total";
+/// Counter of entries quarantined because their payload did not decode; label `name`.
+pub const DLQ_QUARANTINED_TOTAL: &str = "palisade_dlq_quarantined_total";
+/// Counter of entries removed by retention; labels `name`, `reason` (`expired`, `evicted`).
+pub const DLQ_REMOVED_TOTAL: &str = "palisade_dlq_removed_total";
+/// Gauge of the oldest entry's age in seconds; label `name`.
+pub const DLQ_OLDEST_AGE_SECONDS: &str = "palisade_dlq_oldest_entry_age_seconds";

@@ -1,13 +1,11 @@
 //! The distributed limiter on the real Redis the test command starts.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::time::Duration;
 
 use palisade_core::{ComponentKind, Registry};
 use palisade_ratelimit::{Quota, RedisRateLimiter};
-use support::{redis_time_us, shared_redis, unique};
+use palisade_testkit::{redis_time_us, shared_redis, unique};
 
 fn limiter(name: &str, url: &str, quota: Quota) -> RedisRateLimiter {
     RedisRateLimiter::builder(name, url)

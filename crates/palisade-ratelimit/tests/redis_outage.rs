@@ -2,13 +2,11 @@
 //! `redis-server` on a spare port; the shared Redis is never touched.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use palisade_core::{EventFilter, EventKind};
 use palisade_ratelimit::{FailurePolicy, Quota, RedisRateLimiter};
-use support::{RedisServer, connect};
+use palisade_testkit::{RedisServer, connect};
 
 const BUDGET: Duration = Duration::from_millis(50);
 /// Scheduling slack on a loaded 2-core CI machine; the property is "a budget, not a socket

@@ -1,6 +1,9 @@
+//! # palisade-testkit
+//!
 //! Redis for the tests: the shared loopback Redis the test command starts, and private
 //! `redis-server` processes on spare ports for tests that stop or restart Redis.
-#![allow(dead_code, clippy::unwrap_used)]
+// Test support: a failure here is a broken test environment, and panicking says so loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -16,6 +19,7 @@ pub async fn shared_redis() -> (String, redis::aio::MultiplexedConnection) {
     (url, conn)
 }
 
+/// A multiplexed connection to `url`.
 pub async fn connect(url: &str) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
     redis::Client::open(url)?
         .get_multiplexed_async_connection()
@@ -39,32 +43,49 @@ pub async fn redis_time_us(conn: &mut redis::aio::MultiplexedConnection) -> u64 
 
 /// A private `redis-server` on a spare loopback port, without persistence; killed on drop.
 pub struct RedisServer {
+    /// The server's port.
     pub port: u16,
+    args: Vec<String>,
     child: Option<Child>,
 }
 
 impl RedisServer {
+    /// Starts a server on a spare port and waits until it answers.
     pub fn start() -> Self {
+        Self::start_with(&["--save", "", "--appendonly", "no"])
+    }
+
+    /// Starts a server with these persistence arguments instead of none (for example
+    /// `["--appendonly", "yes", "--appendfsync", "always", "--dir", "/tmp/x"]`); restarts keep
+    /// them, so an AOF is replayed.
+    pub fn start_with(args: &[&str]) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let mut server = RedisServer { port, child: None };
+        let mut server = RedisServer {
+            port,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            child: None,
+        };
         server.restart();
         server
     }
 
+    /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Starts (again) on the same port: a fresh server, with an empty script cache.
+    /// Starts (again) on the same port: a fresh server with an empty script cache (and, without
+    /// persistence, no data).
     pub fn restart(&mut self) {
         self.stop();
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--bind", "127.0.0.1"])
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -1,0 +1,340 @@
+//! The retry worker: claims due entries under a lease, runs the handler, acks or reschedules.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::failure::{Failure, truncate};
+use crate::policy::Schedule;
+use crate::queue::{DeadLetterQueue, Entry, Inner};
+use crate::store::Lease;
+
+/// Counters of a queue's worker.
+#[derive(Debug, Default)]
+pub(crate) struct WorkerState {
+    pub running: AtomicBool,
+    pub concurrency: AtomicU64,
+    pub in_flight: AtomicU64,
+    pub handled: AtomicU64,
+    pub acked: AtomicU64,
+    pub failed: AtomicU64,
+    pub parked: AtomicU64,
+    pub stale: AtomicU64,
+    pub quarantined: AtomicU64,
+    pub store_errors: AtomicU64,
+}
+
+/// What the snapshot shows of a worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerSnapshot {
+    /// Whether it is claiming entries.
+    pub running: bool,
+    /// Entries it handles at once at most.
+    pub concurrency: u64,
+    /// Entries being handled now.
+    pub in_flight: u64,
+    /// Entries handed to the handler.
+    pub handled_total: u64,
+    /// Handler successes acknowledged.
+    pub acked_total: u64,
+    /// Handler failures (rescheduled or parked).
+    pub failed_total: u64,
+    /// Entries parked by this worker.
+    pub parked_total: u64,
+    /// Acks or fails refused because the lease had expired (the entry went to another worker).
+    pub stale_total: u64,
+    /// Entries quarantined because their payload did not decode.
+    pub quarantined_total: u64,
+    /// Store errors while claiming.
+    pub store_errors_total: u64,
+}
+
+impl WorkerState {
+    pub fn snapshot(&self) -> WorkerSnapshot {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        WorkerSnapshot {
+            running: self.running.load(Ordering::Relaxed),
+            concurrency: g(&self.concurrency),
+            in_flight: g(&self.in_flight),
+            handled_total: g(&self.handled),
+            acked_total: g(&self.acked),
+            failed_total: g(&self.failed),
+            parked_total: g(&self.parked),
+            stale_total: g(&self.stale),
+            quarantined_total: g(&self.quarantined),
+            store_errors_total: g(&self.store_errors),
+        }
+    }
+}
+
+/// A running retry worker; see [`DeadLetterQueue::worker`].
+///
+/// Dropping the handle leaves the worker running; [`shutdown`](Worker::shutdown) stops it
+/// gracefully, [`abort`](Worker::abort) kills it (its leases expire and the entries are
+/// delivered again).
+#[derive(Debug)]
+pub struct Worker {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    state: Arc<WorkerState>,
+}
+
+impl Worker {
+    /// Stops claiming, waits up to `grace` for the entries in hand, then returns. Entries still
+    /// running after `grace` are abandoned: their leases expire and they are delivered again.
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let mut task = self.task;
+        if tokio::time::timeout(grace, &mut task).await.is_err() {
+            task.abort();
+            let _ = task.await;
+        }
+        self.state.running.store(false, Ordering::Relaxed);
+    }
+
+    /// Kills the worker and its handlers at once, as a crash would.
+    pub fn abort(&self) {
+        self.task.abort();
+        self.state.running.store(false, Ordering::Relaxed);
+    }
+
+    /// Counters of this worker.
+    pub fn snapshot(&self) -> WorkerSnapshot {
+        self.state.snapshot()
+    }
+}
+
+impl<T> DeadLetterQueue<T>
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    /// Starts a retry worker: it claims due entries (at most `concurrency` at once, each under a
+    /// `lease`), runs `handler` on each, acknowledges successes and reschedules or parks
+    /// failures under their kind's policy. Entries whose payload does not decode are
+    /// quarantined and the worker carries on. A handler that panics counts as an `other`
+    /// failure. Call inside a tokio runtime.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use palisade_dlq::{DeadLetterQueue, Failure};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap().block_on(async {
+    /// let dlq = DeadLetterQueue::<String>::builder("emails")
+    ///     .clock(palisade_core::TokioClock::shared())
+    ///     .build()?;
+    /// dlq.push("send", &"hello".to_string(), Failure::unavailable("smtp down")).await?;
+    ///
+    /// let worker = dlq.worker(|entry| async move {
+    ///     assert_eq!(entry.payload, "hello");
+    ///     Ok::<(), Failure>(()) // delivered this time
+    /// });
+    /// tokio::time::sleep(Duration::from_secs(5)).await; // past the 1 s backoff
+    /// assert_eq!(dlq.stats().await?.store.total, 0);
+    /// worker.shutdown(Duration::from_secs(1)).await;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn worker<F, Fut>(&self, handler: F) -> Worker
+    where
+        F: Fn(Entry<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Failure>> + Send + 'static,
+    {
+        let state = Arc::new(WorkerState::default());
+        state.running.store(true, Ordering::Relaxed);
+        *self.inner.worker.lock() = Some(Arc::clone(&state));
+        let (stop, stopped) = watch::channel(false);
+        let inner = Arc::clone(&self.inner);
+        let task = tokio::spawn(run::<T, F, Fut>(
+            inner,
+            Arc::new(handler),
+            Arc::clone(&state),
+            stopped,
+        ));
+        self.inner.notice(
+            "worker started".into(),
+            serde_json::json!({"concurrency": self.inner.config().concurrency}),
+        );
+        Worker { stop, task, state }
+    }
+}
+
+async fn run<T, F, Fut>(
+    inner: Arc<Inner>,
+    handler: Arc<F>,
+    state: Arc<WorkerState>,
+    mut stopped: watch::Receiver<bool>,
+) where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    F: Fn(Entry<T>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), Failure>> + Send + 'static,
+{
+    let concurrency = inner.config().concurrency;
+    state
+        .concurrency
+        .store(u64::from(concurrency), Ordering::Relaxed);
+    let slots = Arc::new(Semaphore::new(concurrency as usize));
+    let mut tasks = JoinSet::new();
+    let mut next_trim = tokio::time::Instant::now();
+    loop {
+        while tasks.try_join_next().is_some() {}
+        if *stopped.borrow() {
+            break;
+        }
+        let cfg = inner.config();
+        if tokio::time::Instant::now() >= next_trim {
+            if let Err(e) = inner.trim().await {
+                tracing::warn!(queue = %inner.name, error = %e, "dead-letter retention failed");
+            }
+            next_trim = tokio::time::Instant::now() + cfg.trim_interval;
+        }
+        let free = slots.available_permits();
+        if free == 0 {
+            tokio::select! {
+                _ = tasks.join_next() => {}
+                _ = stopped.changed() => {}
+            }
+            continue;
+        }
+        let idle = match inner.store.claim(free, cfg.lease).await {
+            Ok(leases) => {
+                let idle = leases.is_empty();
+                for lease in leases {
+                    let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                        break;
+                    };
+                    let (inner, handler, state) =
+                        (Arc::clone(&inner), Arc::clone(&handler), Arc::clone(&state));
+                    state.in_flight.fetch_add(1, Ordering::Relaxed);
+                    tasks.spawn(async move {
+                        process::<T, F, Fut>(&inner, &*handler, &state, lease).await;
+                        state.in_flight.fetch_sub(1, Ordering::Relaxed);
+                        drop(slot);
+                    });
+                }
+                idle
+            }
+            Err(e) => {
+                state.store_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(queue = %inner.name, error = %e, "dead-letter claim failed; retrying");
+                true
+            }
+        };
+        if idle {
+            tokio::select! {
+                _ = tokio::time::sleep(cfg.poll_interval) => {}
+                _ = stopped.changed() => {}
+            }
+        }
+    }
+    // Graceful: finish what is in hand.
+    while tasks.join_next().await.is_some() {}
+    state.running.store(false, Ordering::Relaxed);
+    inner.notice("worker stopped".into(), serde_json::Value::Null);
+}
+
+async fn process<T, F, Fut>(inner: &Inner, handler: &F, state: &WorkerState, lease: Lease)
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    F: Fn(Entry<T>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), Failure>> + Send + 'static,
+{
+    let Lease { entry, token } = lease;
+    let (id, attempts) = (entry.id, entry.attempts);
+    let payload: T = match serde_json::from_slice(&entry.payload) {
+        Ok(p) => p,
+        Err(e) => {
+            let reason = format!("payload does not decode: {e}");
+            match inner.store.quarantine(id, Some(token), &reason).await {
+                Ok(true) => {
+                    state.quarantined.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(queue = %inner.name, id, %reason, "dead-letter entry quarantined");
+                    inner.notice(
+                        format!("entry {id} quarantined: {reason}"),
+                        serde_json::json!({"id": id, "operation": entry.operation}),
+                    );
+                }
+                Ok(false) => {
+                    state.stale.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::warn!(queue = %inner.name, id, error = %e, "quarantine failed; the lease will expire");
+                }
+            }
+            return;
+        }
+    };
+    let operation = entry.operation.clone();
+    let typed = Entry {
+        id,
+        operation: entry.operation,
+        payload,
+        kind: entry.kind,
+        error: entry.error,
+        attempts,
+        first_failed_ms: entry.first_failed_ms,
+        last_failed_ms: entry.last_failed_ms,
+        next_attempt_ms: entry.next_attempt_ms,
+        state: entry.state,
+        metadata: entry.metadata,
+        history: entry.history,
+    };
+    state.handled.fetch_add(1, Ordering::Relaxed);
+    // Run the handler in its own task so that a panic is a failure, not a dead worker.
+    let outcome = match tokio::spawn(handler(typed)).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => Err(Failure::other("retry handler panicked")),
+        Err(_) => return, // cancelled: the worker is being aborted; the lease will expire
+    };
+    match outcome {
+        Ok(()) => match inner.store.ack(id, token).await {
+            Ok(true) => {
+                state.acked.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(false) => {
+                state.stale.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(queue = %inner.name, id,
+                    "ack refused: the lease expired and the entry was delivered again");
+            }
+            Err(e) => {
+                tracing::warn!(queue = %inner.name, id, error = %e, "ack failed; the entry will be delivered again");
+            }
+        },
+        Err(failure) => {
+            state.failed.fetch_add(1, Ordering::Relaxed);
+            let cfg = inner.config();
+            let schedule =
+                cfg.policies
+                    .schedule(attempts.saturating_add(1), &failure, fastrand::f64());
+            let error = truncate(&failure.message, cfg.max_error_len);
+            match inner
+                .store
+                .fail(id, token, failure.kind, &error, schedule)
+                .await
+            {
+                Ok(true) if schedule == Schedule::Park => {
+                    state.parked.fetch_add(1, Ordering::Relaxed);
+                    inner.notice(
+                        format!(
+                            "entry {id} parked after {} attempts: {failure}",
+                            attempts.saturating_add(1)
+                        ),
+                        serde_json::json!({"id": id, "operation": operation, "kind": failure.kind}),
+                    );
+                }
+                Ok(true) => {}
+                Ok(false) => {
+                    state.stale.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::warn!(queue = %inner.name, id, error = %e, "recording a failure failed; the entry will be delivered again");
+                }
+            }
+        }
+    }
+}

@@ -300,10 +300,18 @@ where
         self
     }
 
-    /// Keeps entries in Redis at `url` (connecting lazily). Call inside a tokio runtime.
+    /// Keeps entries in Redis at `url` (connecting lazily), in a queue named like this one.
+    /// Call inside a tokio runtime: it also starts a check of Redis's `maxmemory-policy` in
+    /// the background, which warns (through `tracing`) unless it is `noeviction`.
     #[cfg(feature = "redis")]
     pub fn redis(mut self, url: &str) -> Result<Self, ConfigError> {
         let store = crate::redis_store::RedisStore::new(url, &self.name)?;
+        let check = store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = check.check_config().await {
+                tracing::warn!(error = %e, "could not check Redis's maxmemory-policy");
+            }
+        });
         self.store = Some(Arc::new(store));
         Ok(self)
     }

@@ -219,7 +219,8 @@ pub enum StoreError {
     #[error("dead-letter store unavailable: {0}")]
     Unavailable(String),
     /// Stored data could not be read (a corrupt or foreign Redis entry); the message names the
-    /// entry and field. The entry is left where it is.
+    /// entry and field. The entry is left where it is for an operator to inspect or discard (a
+    /// worker's claim moves it to the quarantine instead of handing it out).
     #[error("corrupt dead-letter entry: {0}")]
     Corrupt(String),
 }

@@ -856,13 +856,3 @@ async fn an_unreachable_redis_is_unavailable() {
     .expect("a refused connection must fail fast");
     assert!(matches!(connected, Err(StoreError::Unavailable(_))));
 }
-
-#[tokio::test]
-async fn tmp_policy_paths() {
-    let s = RedisStore::connect("redis://127.0.0.1:6391", "tmpq").await.unwrap();
-    assert_eq!(s.maxmemory_policy().as_deref(), Some("allkeys-lru"));
-    let s = RedisStore::connect("redis://127.0.0.1:6392", "tmpq").await.unwrap();
-    assert_eq!(s.maxmemory_policy(), None);
-    s.enqueue(entry("op", FailureKind::Other, due_now()), 10).await.unwrap();
-    assert_eq!(s.stats().await.unwrap().total, 1);
-}

@@ -12,6 +12,8 @@
 //! | `bulkhead` (default) | [`bulkhead`] | semaphore bulkheads: named partitions, bounded waits, live resize |
 //! | `ratelimit` (default) | [`ratelimit`] | local GCRA rate limiters, direct and keyed |
 //! | `ratelimit-redis` | [`ratelimit`] | plus the Redis-backed distributed limiter |
+//! | `dlq` (default) | [`dlq`] | dead-letter queues with typed retry (in-memory store) |
+//! | `dlq-redis` | [`dlq`] | plus the Redis store |
 //!
 //! ```
 //! # #[cfg(feature = "breaker")] {
@@ -36,5 +38,7 @@ pub use palisade_breaker as breaker;
 
 #[cfg(feature = "bulkhead")]
 pub use palisade_bulkhead as bulkhead;
+#[cfg(feature = "dlq")]
+pub use palisade_dlq as dlq;
 #[cfg(feature = "ratelimit")]
 pub use palisade_ratelimit as ratelimit;

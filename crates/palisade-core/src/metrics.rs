@@ -53,3 +53,11 @@ pub const DLQ_QUARANTINED_TOTAL: &str = "palisade_dlq_quarantined_total";
 pub const DLQ_REMOVED_TOTAL: &str = "palisade_dlq_removed_total";
 /// Gauge of the oldest entry's age in seconds; label `name`.
 pub const DLQ_OLDEST_AGE_SECONDS: &str = "palisade_dlq_oldest_entry_age_seconds";
+
+/// Gauge, 1 for a monitored component's current status and 0 for the others; labels `name`,
+/// `status`.
+pub const HEALTH_STATUS: &str = "palisade_health_status";
+/// Counter of restarts of a monitored component; label `name`.
+pub const HEALTH_RESTARTS_TOTAL: &str = "palisade_health_restarts_total";
+/// Gauge, 1 while a monitored component is in crash-loop protection; label `name`.
+pub const HEALTH_CRASH_LOOP: &str = "palisade_health_crash_loop";

@@ -237,12 +237,24 @@ pub trait Store: Send + Sync + 'static {
     async fn enqueue(&self, entry: NewEntry, max_entries: u64) -> Result<EntryId, StoreError>;
 
     /// Claims up to `max` due entries for `lease`. Entries whose lease has expired are due
-    /// again first (a worker died holding them). Each claim gets a fresh fencing token.
+    /// again first (a worker died holding them). Each claim call gets a fresh fencing token
+    /// (the entries of one call may share it): an entry claimed again later always gets a
+    /// different one.
     async fn claim(&self, max: usize, lease: Duration) -> Result<Vec<Lease>, StoreError>;
 
     /// Acknowledges a leased entry (removes it). `false` when `token` is not the current
     /// lease's (the lease expired and someone else holds the entry, or it was discarded).
     async fn ack(&self, id: EntryId, token: u64) -> Result<bool, StoreError>;
+
+    /// Acknowledges several leased entries in one step (one script on Redis); for each, whether
+    /// its token was current. The default acks one by one.
+    async fn ack_many(&self, acks: &[(EntryId, u64)]) -> Result<Vec<bool>, StoreError> {
+        let mut out = Vec::with_capacity(acks.len());
+        for &(id, token) in acks {
+            out.push(self.ack(id, token).await?);
+        }
+        Ok(out)
+    }
 
     /// Records another failure of a leased entry: attempts + 1, the previous failure moves to
     /// the history, and the entry is rescheduled or parked. `false` when `token` is stale.

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::failure::{Failure, truncate};
 use crate::policy::Schedule;
 use crate::queue::{DeadLetterQueue, Entry, Inner};
-use crate::store::Lease;
+use crate::store::{EntryId, Lease};
 
 /// Counters of a queue's worker.
 #[derive(Debug, Default)]
@@ -174,15 +174,22 @@ async fn run<T, F, Fut>(
     F: Fn(Entry<T>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), Failure>> + Send + 'static,
 {
-    let concurrency = inner.config().concurrency;
+    let concurrency = inner.config().concurrency as usize;
     state
         .concurrency
-        .store(u64::from(concurrency), Ordering::Relaxed);
-    let slots = Arc::new(Semaphore::new(concurrency as usize));
-    let mut tasks = JoinSet::new();
+        .store(concurrency as u64, Ordering::Relaxed);
+    // Claims wait for a quarter of the slots to be free (unless nothing is in flight), so that
+    // a busy worker claims in batches rather than one entry per round trip.
+    let batch = (concurrency / 4).max(1);
+    let mut tasks: JoinSet<Option<(EntryId, u64)>> = JoinSet::new();
+    let mut acks: Vec<(EntryId, u64)> = Vec::new();
     let mut next_trim = tokio::time::Instant::now();
     loop {
-        while tasks.try_join_next().is_some() {}
+        while let Some(done) = tasks.try_join_next() {
+            collect(done, &mut acks);
+        }
+        flush(&inner, &state, &mut acks).await;
+        state.in_flight.store(tasks.len() as u64, Ordering::Relaxed);
         if *stopped.borrow() {
             break;
         }
@@ -193,10 +200,10 @@ async fn run<T, F, Fut>(
             }
             next_trim = tokio::time::Instant::now() + cfg.trim_interval;
         }
-        let free = slots.available_permits();
-        if free == 0 {
+        let free = concurrency.saturating_sub(tasks.len());
+        if free == 0 || (free < batch && !tasks.is_empty()) {
             tokio::select! {
-                _ = tasks.join_next() => {}
+                Some(done) = tasks.join_next() => collect(done, &mut acks),
                 _ = stopped.changed() => {}
             }
             continue;
@@ -205,16 +212,10 @@ async fn run<T, F, Fut>(
             Ok(leases) => {
                 let idle = leases.is_empty();
                 for lease in leases {
-                    let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-                        break;
-                    };
                     let (inner, handler, state) =
                         (Arc::clone(&inner), Arc::clone(&handler), Arc::clone(&state));
-                    state.in_flight.fetch_add(1, Ordering::Relaxed);
                     tasks.spawn(async move {
-                        process::<T, F, Fut>(&inner, &*handler, &state, lease).await;
-                        state.in_flight.fetch_sub(1, Ordering::Relaxed);
-                        drop(slot);
+                        process::<T, F, Fut>(&inner, &*handler, &state, lease).await
                     });
                 }
                 idle
@@ -225,20 +226,68 @@ async fn run<T, F, Fut>(
                 true
             }
         };
+        state.in_flight.store(tasks.len() as u64, Ordering::Relaxed);
         if idle {
             tokio::select! {
                 _ = tokio::time::sleep(cfg.poll_interval) => {}
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => collect(done, &mut acks),
                 _ = stopped.changed() => {}
             }
         }
     }
     // Graceful: finish what is in hand.
-    while tasks.join_next().await.is_some() {}
+    while let Some(done) = tasks.join_next().await {
+        collect(done, &mut acks);
+    }
+    flush(&inner, &state, &mut acks).await;
+    state.in_flight.store(0, Ordering::Relaxed);
     state.running.store(false, Ordering::Relaxed);
     inner.notice("worker stopped".into(), serde_json::Value::Null);
 }
 
-async fn process<T, F, Fut>(inner: &Inner, handler: &F, state: &WorkerState, lease: Lease)
+/// Keeps a finished entry's ack for the next batch.
+fn collect(
+    done: Result<Option<(EntryId, u64)>, tokio::task::JoinError>,
+    acks: &mut Vec<(EntryId, u64)>,
+) {
+    if let Ok(Some(ack)) = done {
+        acks.push(ack);
+    }
+}
+
+/// Acknowledges the finished entries in one store call.
+async fn flush(inner: &Inner, state: &WorkerState, acks: &mut Vec<(EntryId, u64)>) {
+    if acks.is_empty() {
+        return;
+    }
+    match inner.store.ack_many(acks).await {
+        Ok(results) => {
+            for (&(id, _), ok) in acks.iter().zip(results) {
+                if ok {
+                    state.acked.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    state.stale.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(queue = %inner.name, id,
+                        "ack refused: the lease expired and the entry was delivered again");
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(queue = %inner.name, error = %e, entries = acks.len(),
+                "ack failed; the entries will be delivered again");
+        }
+    }
+    acks.clear();
+}
+
+/// Runs the handler on one entry. Returns the entry's ack for a success (acks are batched by
+/// the loop); failures and quarantines are recorded here.
+async fn process<T, F, Fut>(
+    inner: &Inner,
+    handler: &F,
+    state: &WorkerState,
+    lease: Lease,
+) -> Option<(EntryId, u64)>
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
     F: Fn(Entry<T>) -> Fut + Send + Sync + 'static,
@@ -266,7 +315,7 @@ where
                     tracing::warn!(queue = %inner.name, id, error = %e, "quarantine failed; the lease will expire");
                 }
             }
-            return;
+            return None;
         }
     };
     let operation = entry.operation.clone();
@@ -289,52 +338,40 @@ where
     let outcome = match tokio::spawn(handler(typed)).await {
         Ok(result) => result,
         Err(e) if e.is_panic() => Err(Failure::other("retry handler panicked")),
-        Err(_) => return, // cancelled: the worker is being aborted; the lease will expire
+        Err(_) => return None, // cancelled: the worker is being aborted; the lease will expire
     };
-    match outcome {
-        Ok(()) => match inner.store.ack(id, token).await {
-            Ok(true) => {
-                state.acked.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(false) => {
-                state.stale.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(queue = %inner.name, id,
-                    "ack refused: the lease expired and the entry was delivered again");
-            }
-            Err(e) => {
-                tracing::warn!(queue = %inner.name, id, error = %e, "ack failed; the entry will be delivered again");
-            }
-        },
-        Err(failure) => {
-            state.failed.fetch_add(1, Ordering::Relaxed);
-            let cfg = inner.config();
-            let schedule =
-                cfg.policies
-                    .schedule(attempts.saturating_add(1), &failure, fastrand::f64());
-            let error = truncate(&failure.message, cfg.max_error_len);
-            match inner
-                .store
-                .fail(id, token, failure.kind, &error, schedule)
-                .await
-            {
-                Ok(true) if schedule == Schedule::Park => {
-                    state.parked.fetch_add(1, Ordering::Relaxed);
-                    inner.notice(
-                        format!(
-                            "entry {id} parked after {} attempts: {failure}",
-                            attempts.saturating_add(1)
-                        ),
-                        serde_json::json!({"id": id, "operation": operation, "kind": failure.kind}),
-                    );
-                }
-                Ok(true) => {}
-                Ok(false) => {
-                    state.stale.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    tracing::warn!(queue = %inner.name, id, error = %e, "recording a failure failed; the entry will be delivered again");
-                }
-            }
+    let failure = match outcome {
+        Ok(()) => return Some((id, token)),
+        Err(failure) => failure,
+    };
+    state.failed.fetch_add(1, Ordering::Relaxed);
+    let cfg = inner.config();
+    let schedule = cfg
+        .policies
+        .schedule(attempts.saturating_add(1), &failure, fastrand::f64());
+    let error = truncate(&failure.message, cfg.max_error_len);
+    match inner
+        .store
+        .fail(id, token, failure.kind, &error, schedule)
+        .await
+    {
+        Ok(true) if schedule == Schedule::Park => {
+            state.parked.fetch_add(1, Ordering::Relaxed);
+            inner.notice(
+                format!(
+                    "entry {id} parked after {} attempts: {failure}",
+                    attempts.saturating_add(1)
+                ),
+                serde_json::json!({"id": id, "operation": operation, "kind": failure.kind}),
+            );
+        }
+        Ok(true) => {}
+        Ok(false) => {
+            state.stale.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => {
+            tracing::warn!(queue = %inner.name, id, error = %e, "recording a failure failed; the entry will be delivered again");
         }
     }
+    None
 }

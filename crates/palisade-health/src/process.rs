@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStderr, Command};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::check::{CheckResult, HealthCheck, Restartable};
@@ -105,8 +105,8 @@ struct Running {
     started_at: Instant,
     /// Sending (or dropping, when the supervisor is dropped) kills the child.
     kill: Option<oneshot::Sender<()>>,
-    /// The task that waits for the exit and records it.
-    task: Option<JoinHandle<()>>,
+    /// Turns `true` once the exit is recorded (closed without it if the recording task died).
+    exited: watch::Receiver<bool>,
 }
 
 impl fmt::Debug for ProcessSupervisor {
@@ -320,6 +320,12 @@ impl ProcessSupervisor {
         if inner.state.lock().running.is_some() {
             return Ok(());
         }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(format!(
+                "cannot start '{}': start() must run inside a tokio runtime",
+                inner.name
+            ));
+        }
         let spec = &inner.spec;
         let mut cmd = Command::new(&spec.program);
         cmd.args(&spec.args)
@@ -351,11 +357,19 @@ impl ProcessSupervisor {
         }
         inner.starts.fetch_add(1, Ordering::Relaxed);
         let (kill_tx, kill_rx) = oneshot::channel();
+        let (exited_tx, exited_rx) = watch::channel(false);
+        // Recorded as running before the tasks exist, so an instant exit is never overwritten.
         let generation = {
             let mut state = inner.state.lock();
             state.generation += 1;
             state.spawn_error = None;
             state.tail.clear();
+            state.running = Some(Running {
+                pid,
+                started_at: Instant::now(),
+                kill: Some(kill_tx),
+                exited: exited_rx,
+            });
             state.generation
         };
         let weak = Arc::downgrade(inner);
@@ -367,23 +381,19 @@ impl ProcessSupervisor {
                 spec.tail_lines,
             ))
         });
-        let task = tokio::spawn(supervise(weak, generation, child, kill_rx, reader));
-        inner.state.lock().running = Some(Running {
-            pid,
-            started_at: Instant::now(),
-            kill: Some(kill_tx),
-            task: Some(task),
-        });
+        tokio::spawn(supervise(
+            weak, generation, child, kill_rx, exited_tx, reader,
+        ));
         tracing::info!(process = %inner.name, pid, "process started");
         Ok(())
     }
 
     async fn stop_locked(&self) {
-        let (generation, kill, task) = {
+        let (generation, kill, mut exited) = {
             let mut state = self.inner.state.lock();
             let generation = state.generation;
             match state.running.as_mut() {
-                Some(running) => (generation, running.kill.take(), running.task.take()),
+                Some(running) => (generation, running.kill.take(), running.exited.clone()),
                 None => return,
             }
         };
@@ -391,11 +401,10 @@ impl ProcessSupervisor {
             // The task may have seen the exit already: then nobody listens, which is fine.
             let _ = kill.send(());
         }
-        if let Some(task) = task {
-            // Only a panic in the task lands here; the state is repaired below.
-            let _ = task.await;
-        }
-        // If the exit could not be recorded by the task (it panicked), record it here.
+        // `Err` only if the recording task died without recording; repaired below. (`kill` is
+        // `None` after a cancelled `stop`: the kill was sent then, and this waits for it.)
+        let _ = exited.wait_for(|&done| done).await;
+        // If the exit could not be recorded by the task, record it here.
         let cleared = {
             let mut state = self.inner.state.lock();
             if state.generation == generation && state.running.is_some() {
@@ -426,21 +435,22 @@ async fn supervise(
     generation: u64,
     mut child: Child,
     mut kill_rx: oneshot::Receiver<()>,
+    exited: watch::Sender<bool>,
     reader: Option<JoinHandle<()>>,
 ) {
     let (how, stopped) = tokio::select! {
         status = child.wait() => (describe(status), false),
         request = &mut kill_rx => {
-            // `Err`: every supervisor handle was dropped. Kill the child either way.
+            // Kill (SIGKILL) and reap, whether asked to or because every supervisor handle was
+            // dropped (`Err`): the child never outlives its supervisor.
             let _ = child.start_kill();
-            let status = child.wait().await;
+            let _ = child.wait().await;
             if request.is_err() {
                 if let Some(reader) = reader {
                     reader.abort();
                 }
                 return;
             }
-            let _ = status;
             (STOPPED.to_owned(), true)
         }
     };
@@ -461,9 +471,11 @@ async fn supervise(
         if state.generation != generation {
             return;
         }
-        let pid = state.running.take().and_then(|r| r.pid);
+        let Some(running) = state.running.take() else {
+            return;
+        };
         state.last_exit = Some(how.clone());
-        (pid, state.tail.back().cloned())
+        (running.pid, state.tail.back().cloned())
     };
     inner.exits.fetch_add(1, Ordering::Relaxed);
     if stopped {
@@ -478,6 +490,7 @@ async fn supervise(
     }
     // `notify_one` stores a permit when the monitor is not waiting at this instant.
     inner.changes.notify_one();
+    exited.send_replace(true);
 }
 
 fn describe(status: std::io::Result<ExitStatus>) -> String {

@@ -261,3 +261,20 @@ async fn env_and_current_dir_reach_the_child() {
     wait_changed(&sup).await;
     assert_eq!(sup.stderr_tail(), vec!["hello /"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_stop_is_finished_by_the_next_one() {
+    let sup = sleeper("impatient");
+    sup.start().await.unwrap();
+    let pid = sup.pid().unwrap();
+    // Polled once (the kill is sent), then cancelled.
+    let _ = tokio::time::timeout(Duration::ZERO, sup.stop()).await;
+    sup.stop().await;
+    assert!(!sup.is_running());
+    assert!(!alive(pid));
+    assert_eq!(sup.exits(), 1, "one exit, counted once");
+    assert_eq!(
+        sup.last_exit().as_deref(),
+        Some("stopped by the supervisor")
+    );
+}

@@ -14,7 +14,7 @@
 //! | --- | --- | --- | --- |
 //! | `enqueue` | one entry added (~100-byte payload, due now) | `store.enqueue(NewEntry, 1_000_000)`: one `EVALSHA` | one `MULTI`/`EXEC` of `INCR seq`, `HSET` of the same 12 fields, `ZADD due` |
 //! | `claim_ack` | one entry claimed under a 30 s lease, then acked | `claim(1, 30s)` + `ack(id, token)`: 2 `EVALSHA` | `ZPOPMIN due 1`; `MULTI` `ZADD leased` + `HGETALL entry`; `MULTI` `DEL entry` + `ZREM leased` |
-//! | `claim16_ack` | as above, claimed 16 at a time (figures per entry; latency per batch) | `claim(16, 30s)` + 16 `ack` | `ZPOPMIN due 16`; `MULTI` `ZADD leased` (16) + 16 `HGETALL`; 16 × (`MULTI` `DEL` + `ZREM`) |
+//! | `claim16_ack` | as above, claimed 16 at a time (figures per entry; latency per batch) | `claim(16, 30s)` + one `ack_many` of the 16 | `ZPOPMIN due 16`; `MULTI` `ZADD leased` (16) + 16 `HGETALL`; 16 × (`MULTI` `DEL` + `ZREM`) |
 //! | `worker` | one entry handled and acked by `DeadLetterQueue::worker` (concurrency 64, 1 ms poll, handler `Ok(())`) | until the pre-filled queue is empty | — |
 //!
 //! A naive client cannot lease an entry in the round trip that pops it (it needs the member
@@ -398,47 +398,37 @@ async fn palisade_fill(store: &Arc<RedisStore>, n: u64) {
     }
 }
 
-/// Claims up to `max` entries and acks each; how many. Panics if an ack is refused.
+/// Claims up to `max` entries and acks them (one `ack` for a single entry, one `ack_many` for a
+/// batch, as the worker does); how many. Panics if an ack is refused.
 async fn palisade_claim_ack(store: &dyn Store, max: usize) -> usize {
     let leases = store.claim(max, LEASE).await.unwrap();
-    for lease in &leases {
+    if leases.len() == 1 {
+        let lease = &leases[0];
         assert!(
             store.ack(lease.entry.id, lease.token).await.unwrap(),
             "Palisade refused the ack of entry {}: its lease is current",
             lease.entry.id
         );
+    } else if !leases.is_empty() {
+        let acks: Vec<_> = leases.iter().map(|l| (l.entry.id, l.token)).collect();
+        let ok = store.ack_many(&acks).await.unwrap();
+        assert!(
+            ok.iter().all(|&b| b),
+            "Palisade refused an ack of a current lease"
+        );
     }
     leases.len()
 }
 
-/// The fixed keys of Palisade queue `queue` (the documented layout); `purge` leaves the
-/// counters and sequences behind, the bench deletes them too.
-fn palisade_fixed_keys(queue: &str) -> Vec<String> {
-    [
-        "due",
-        "leased",
-        "parked",
-        "quarantined",
-        "all",
-        "first",
-        "seq",
-        "tok",
-        "stats",
-        "kinds",
-    ]
-    .iter()
-    .map(|k| format!("palisade:dlq:{{{queue}}}:{k}"))
-    .collect()
-}
-
-/// Purges Palisade queue `queue` and deletes what the purge keeps.
+/// Purges Palisade queue `queue`, then deletes every key of the queue the purge keeps
+/// (sequences, counters).
 async fn palisade_delete(conn: &mut ConnectionManager, store: &RedisStore) {
     store.purge().await.unwrap();
-    let _: i64 = redis::cmd("DEL")
-        .arg(palisade_fixed_keys(store.queue()))
-        .query_async(conn)
-        .await
-        .unwrap();
+    let pattern = format!("palisade:dlq:{{{}}}:*", store.queue());
+    let keys = leftovers(conn, &pattern).await;
+    if !keys.is_empty() {
+        let _: i64 = redis::cmd("DEL").arg(keys).query_async(conn).await.unwrap();
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,6 +14,8 @@
 //! | `ratelimit-redis` | [`ratelimit`] | plus the Redis-backed distributed limiter |
 //! | `dlq` (default) | [`dlq`] | dead-letter queues with typed retry (in-memory store) |
 //! | `dlq-redis` | [`dlq`] | plus the Redis store |
+//! | `health` (default) | [`health`] | health monitors, auto-restart, crash-loop protection, process supervisor |
+//! | `health-redis` | [`health`] | plus the Redis check |
 //!
 //! ```
 //! # #[cfg(feature = "breaker")] {
@@ -40,5 +42,7 @@ pub use palisade_breaker as breaker;
 pub use palisade_bulkhead as bulkhead;
 #[cfg(feature = "dlq")]
 pub use palisade_dlq as dlq;
+#[cfg(feature = "health")]
+pub use palisade_health as health;
 #[cfg(feature = "ratelimit")]
 pub use palisade_ratelimit as ratelimit;

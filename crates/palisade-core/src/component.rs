@@ -96,8 +96,11 @@ pub enum ControlError {
         reason: String,
     },
     /// A backend the component depends on (Redis) failed; retrying may succeed.
-    #[error("backend error: {0}")]
-    Backend(String),
+    #[error("backend error: {reason}")]
+    Backend {
+        /// What the backend said.
+        reason: String,
+    },
 }
 
 /// A serde snapshot of a component: state, config and counters, as operators see them.
@@ -196,5 +199,37 @@ where
 
     fn export_metrics(&self) {
         Managed::export_metrics(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_control_error_serializes() {
+        let errors = [
+            ControlError::NotFound {
+                kind: ComponentKind::Bulkhead,
+                name: "db".into(),
+            },
+            ControlError::MalformedCommand {
+                kind: ComponentKind::Bulkhead,
+                name: "db".into(),
+                reason: "missing field".into(),
+            },
+            ControlError::InvalidConfig(ConfigError::new("max_concurrent", "0 is out of range")),
+            ControlError::Rejected {
+                action: "reset".into(),
+                reason: "not now".into(),
+            },
+            ControlError::Backend {
+                reason: "connection refused".into(),
+            },
+        ];
+        for e in errors {
+            let v = serde_json::to_value(&e).unwrap();
+            assert!(v["error"].is_string(), "{v}");
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! Timestamped events: state transitions, config changes and admin actions.
+//! Timestamped events: state transitions, config changes, admin actions and their audit trail.
 //!
 //! An [`EventBus`] keeps the most recent events in a bounded ring (for `GET /admin/events`) and
 //! broadcasts each one to live subscribers (for server-sent events). Publishing also emits a
@@ -45,6 +45,21 @@ pub enum EventKind {
         /// Structured details.
         #[serde(default)]
         details: serde_json::Value,
+    },
+    /// An operator's mutation through the admin API: who sent it, what it was, and the
+    /// component's state before and after (`{"type": "audit", ...}`).
+    Audit {
+        /// Who sent it: the self-declared `X-Palisade-Actor` (sanitized) or `"admin-token"`,
+        /// followed by ` from <peer address>` when the peer is known.
+        actor: String,
+        /// The command, as named in the admin API (`"force_open"`, `"set_auto_restart"`).
+        action: String,
+        /// The component's snapshot before the command.
+        #[serde(default)]
+        before: serde_json::Value,
+        /// The component's snapshot after the command.
+        #[serde(default)]
+        after: serde_json::Value,
     },
 }
 
@@ -222,6 +237,12 @@ fn trace_event(e: &Event) {
             component_kind = kind, component = %e.component, details = %details,
             "{message}"
         ),
+        // Before/after snapshots stay out of the log line (they are in the event itself).
+        EventKind::Audit { actor, action, .. } => tracing::info!(
+            target: "palisade",
+            component_kind = kind, component = %e.component, actor = %actor, action = %action,
+            "audit"
+        ),
     }
 }
 
@@ -302,6 +323,29 @@ mod tests {
         assert_eq!(v["type"], "state_transition");
         assert_eq!(v["component_kind"], "circuit_breaker");
         assert_eq!(v["to"], "open");
+        let back: Event = serde_json::from_value(v).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn audit_events_are_tagged_audit_and_round_trip() {
+        let bus = EventBus::with_clock(10, ManualClock::new().shared());
+        let e = bus.publish(
+            ComponentKind::Bulkhead,
+            "db",
+            EventKind::Audit {
+                actor: "alice from 127.0.0.1:5000".into(),
+                action: "set_max_concurrent".into(),
+                before: serde_json::json!({"max_concurrent": 10}),
+                after: serde_json::json!({"max_concurrent": 5}),
+            },
+        );
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["type"], "audit");
+        assert_eq!(v["component"], "db");
+        assert_eq!(v["actor"], "alice from 127.0.0.1:5000");
+        assert_eq!(v["before"]["max_concurrent"], 10);
+        assert_eq!(v["after"]["max_concurrent"], 5);
         let back: Event = serde_json::from_value(v).unwrap();
         assert_eq!(back, e);
     }

@@ -114,7 +114,9 @@ where
     /// Applies an operator command; returns its result as JSON.
     pub async fn apply(&self, command: DlqCommand) -> Result<serde_json::Value, ControlError> {
         let s = &*self.inner;
-        let backend = |e: DlqError| ControlError::Backend(e.to_string());
+        let backend = |e: DlqError| ControlError::Backend {
+            reason: e.to_string(),
+        };
         let out = match command {
             DlqCommand::List {
                 kind,

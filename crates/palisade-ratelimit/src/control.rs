@@ -182,10 +182,13 @@ impl RedisRateLimiter {
     ) -> Result<RateLimiterSnapshot, ControlError> {
         match command {
             RateLimiterCommand::SetQuota { quota } => self.set_quota(quota)?,
-            RateLimiterCommand::Reset { key: Some(key) } => self
-                .reset_key(&key)
-                .await
-                .map_err(|e| ControlError::Backend(e.to_string()))?,
+            RateLimiterCommand::Reset { key: Some(key) } => {
+                self.reset_key(&key)
+                    .await
+                    .map_err(|e| ControlError::Backend {
+                        reason: e.to_string(),
+                    })?
+            }
             RateLimiterCommand::Reset { key: None } => {
                 return Err(unsupported(
                     "reset",

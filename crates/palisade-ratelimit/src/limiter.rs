@@ -63,6 +63,7 @@ impl FailurePolicy {
         }
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn from_u8(v: u8) -> Self {
         match v {
             0 => FailurePolicy::FailOpen,
@@ -71,6 +72,7 @@ impl FailurePolicy {
         }
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn to_u8(self) -> u8 {
         match self {
             FailurePolicy::FailOpen => 0,

@@ -1,0 +1,213 @@
+//! Bearer-token checks for mutations (and optionally reads), and who the caller says they are.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The environment variable the admin token is read from by default.
+pub const TOKEN_ENV: &str = "PALISADE_ADMIN_TOKEN";
+
+/// The header a caller may name itself with, for the audit trail.
+pub const ACTOR_HEADER: &str = "x-palisade-actor";
+
+/// The actor recorded when the caller does not name itself.
+pub const DEFAULT_ACTOR: &str = "admin-token";
+
+/// Longest actor name kept (characters); longer names are cut.
+pub const MAX_ACTOR_LEN: usize = 64;
+
+const CHALLENGE: &str = "Bearer realm=\"palisade-admin\"";
+const CHALLENGE_INVALID: &str = "Bearer realm=\"palisade-admin\", error=\"invalid_token\"";
+
+/// Compares two byte strings in time that depends only on their lengths, never on where they
+/// first differ, so a wrong token's answer time tells nothing about the right one.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+        // Keep the optimizer from ending the loop early once `diff` is non-zero.
+        diff = std::hint::black_box(diff);
+    }
+    diff == 0
+}
+
+/// Checks `Authorization: Bearer <token>` against the configured token.
+pub(crate) fn authorize(expected: Option<&str>, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = expected else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "mutations_disabled",
+            format!(
+                "admin mutations are disabled because no admin token is configured; set \
+                 {TOKEN_ENV} (or AdminRouterBuilder::token) and send \
+                 `Authorization: Bearer <token>`"
+            ),
+        ));
+    };
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(ApiError::unauthorized(
+            "this request needs `Authorization: Bearer <token>`",
+            CHALLENGE,
+        ));
+    };
+    let presented = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    let Some(presented) = presented else {
+        return Err(ApiError::unauthorized(
+            "the Authorization header must be `Bearer <token>`",
+            CHALLENGE,
+        ));
+    };
+    if !constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+        return Err(ApiError::unauthorized(
+            "the bearer token is not valid",
+            CHALLENGE_INVALID,
+        ));
+    }
+    Ok(())
+}
+
+/// The caller's self-declared name from `X-Palisade-Actor`: printable ASCII only (anything
+/// else becomes `_`), trimmed, at most [`MAX_ACTOR_LEN`] characters; `None` when empty.
+pub(crate) fn sanitize_actor(raw: &[u8]) -> Option<String> {
+    let cleaned: String = raw
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                char::from(b)
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let trimmed: String = cleaned.trim().chars().take(MAX_ACTOR_LEN).collect();
+    let trimmed = trimmed.trim_end();
+    (!trimmed.is_empty()).then(|| trimmed.to_owned())
+}
+
+/// The actor string of the audit trail: the declared name (or [`DEFAULT_ACTOR`]) and the peer.
+pub(crate) fn actor(headers: &HeaderMap, peer: Option<SocketAddr>) -> String {
+    let who = headers
+        .get(ACTOR_HEADER)
+        .and_then(|v| sanitize_actor(v.as_bytes()))
+        .unwrap_or_else(|| DEFAULT_ACTOR.to_owned());
+    match peer {
+        Some(peer) => format!("{who} from {peer}"),
+        None => who,
+    }
+}
+
+/// A caller allowed to change things: the token matched. Carries the audit trail's actor.
+#[derive(Debug, Clone)]
+pub(crate) struct Operator {
+    pub actor: String,
+}
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        if let Err(e) = authorize(state.token(), &parts.headers) {
+            tracing::warn!(
+                target: "palisade::admin",
+                method = %parts.method, path = %parts.uri.path(),
+                peer = ?peer, status = e.status().as_u16(),
+                "admin mutation refused"
+            );
+            return Err(e);
+        }
+        Ok(Operator {
+            actor: actor(&parts.headers, peer),
+        })
+    }
+}
+
+/// A caller allowed to read: anyone, unless the router requires the token for reads too.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reader;
+
+impl FromRequestParts<AppState> for Reader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if state.protect_reads() {
+            authorize(state.token(), &parts.headers)?;
+        }
+        Ok(Reader)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn constant_time_eq_compares_whole_strings() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(constant_time_eq(b"", b""));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"secret2", b"secret"));
+        assert!(!constant_time_eq(b"", b"x"));
+        // Same bytes modulo a length that wraps must still differ.
+        assert!(!constant_time_eq(b"ab", b"ab\0"));
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_token_exact() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer  s3cret "),
+        );
+        assert!(authorize(Some("s3cret"), &h).is_ok());
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic s3cret"),
+        );
+        assert_eq!(
+            authorize(Some("s3cret"), &h).map_err(|e| e.status()),
+            Err(StatusCode::UNAUTHORIZED)
+        );
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer"));
+        assert!(authorize(Some("s3cret"), &h).is_err());
+        assert_eq!(
+            authorize(None, &h).map_err(|e| e.status()),
+            Err(StatusCode::FORBIDDEN)
+        );
+    }
+
+    #[test]
+    fn actor_is_sanitized_and_bounded() {
+        assert_eq!(sanitize_actor(b"  alice  "), Some("alice".into()));
+        assert_eq!(sanitize_actor(b"bob\r\nX: y"), Some("bob__X: y".into()));
+        assert_eq!(sanitize_actor("zoë".as_bytes()), Some("zo__".into()));
+        assert_eq!(sanitize_actor(b"   "), None);
+        assert_eq!(
+            sanitize_actor(&[b'a'; 500]).map(|s| s.len()),
+            Some(MAX_ACTOR_LEN)
+        );
+        let mut h = HeaderMap::new();
+        assert_eq!(actor(&h, None), "admin-token");
+        h.insert(ACTOR_HEADER, HeaderValue::from_static("carol"));
+        let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        assert_eq!(actor(&h, Some(peer)), "carol from 127.0.0.1:4000");
+    }
+}

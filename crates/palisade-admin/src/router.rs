@@ -1,0 +1,301 @@
+//! [`AdminRouter`] and its builder: the routes, the token, the optional monitor and exporter.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::Html;
+use axum::routing::get;
+use metrics_exporter_prometheus::{PrometheusHandle, PrometheusRecorder};
+use palisade_core::{Env, Registry};
+use tokio::sync::watch;
+
+use crate::auth::TOKEN_ENV;
+use crate::components::{self, KIND_PATHS};
+use crate::error::ApiError;
+use crate::serve::{AdminServer, ServeError};
+use crate::state::{AppState, MetricsSource, Shared};
+use crate::{events, health, prometheus};
+
+/// Largest request body accepted by default (64 KiB); a larger one is refused with 413.
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
+/// Interval of the keep-alive comments on the event stream by default.
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Tokens shorter than this are accepted with a warning.
+const SHORT_TOKEN: usize = 16;
+
+/// The admin API over a [`Registry`], as an [`axum::Router`]; see [`AdminRouter::builder`]
+/// and the [crate documentation](crate) for the routes.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminRouter;
+
+impl AdminRouter {
+    /// Starts building the admin router over `registry`.
+    ///
+    /// ```
+    /// use palisade_admin::AdminRouter;
+    /// use palisade_core::Registry;
+    ///
+    /// let registry = Registry::new();
+    /// let app: axum::Router = AdminRouter::builder(&registry).token("a-long-random-secret").build();
+    /// # let _ = app;
+    /// ```
+    pub fn builder(registry: &Registry) -> AdminRouterBuilder {
+        AdminRouterBuilder {
+            registry: registry.clone(),
+            #[cfg(feature = "health")]
+            health: None,
+            token: TokenSource::ProcessEnv,
+            protect_reads: false,
+            metrics: MetricsSource::None,
+            body_limit: DEFAULT_BODY_LIMIT,
+            keep_alive: DEFAULT_KEEP_ALIVE,
+            allow_non_loopback: false,
+        }
+    }
+}
+
+enum TokenSource {
+    /// Read [`TOKEN_ENV`] from the process environment when building.
+    ProcessEnv,
+    /// Given (or read from an [`Env`]) already; `None` disables mutations.
+    Fixed(Option<String>),
+}
+
+/// Configures an admin router; finish with [`build`](Self::build) or [`serve`](Self::serve).
+#[must_use]
+pub struct AdminRouterBuilder {
+    registry: Registry,
+    #[cfg(feature = "health")]
+    health: Option<palisade_health::HealthMonitor>,
+    token: TokenSource,
+    protect_reads: bool,
+    metrics: MetricsSource,
+    body_limit: usize,
+    keep_alive: Duration,
+    allow_non_loopback: bool,
+}
+
+impl fmt::Debug for AdminRouterBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the token itself.
+        let token = match &self.token {
+            TokenSource::ProcessEnv => "from PALISADE_ADMIN_TOKEN",
+            TokenSource::Fixed(Some(_)) => "set",
+            TokenSource::Fixed(None) => "none (mutations disabled)",
+        };
+        let metrics = match &self.metrics {
+            MetricsSource::None => "none",
+            MetricsSource::Handle(_) => "prometheus handle",
+            MetricsSource::Recorder(_) => "prometheus recorder",
+        };
+        let mut d = f.debug_struct("AdminRouterBuilder");
+        d.field("registry", &self.registry).field("token", &token);
+        #[cfg(feature = "health")]
+        d.field("health", &self.health.is_some());
+        d.field("protect_reads", &self.protect_reads)
+            .field("metrics", &metrics)
+            .field("body_limit", &self.body_limit)
+            .field("keep_alive", &self.keep_alive)
+            .field("allow_non_loopback", &self.allow_non_loopback)
+            .finish()
+    }
+}
+
+fn clean_token(token: Option<String>) -> Option<String> {
+    let token = token?.trim().to_owned();
+    (!token.is_empty()).then_some(token)
+}
+
+impl AdminRouterBuilder {
+    /// Serves `/livez`, `/readyz`, `/health` and `/admin/health` from `monitor`. Without a
+    /// monitor the probes answer 200 and `/admin/health` 404. (Its components are registry
+    /// components anyway when the monitor was built with the same registry.)
+    #[cfg(feature = "health")]
+    pub fn health(mut self, monitor: &palisade_health::HealthMonitor) -> Self {
+        self.health = Some(monitor.clone());
+        self
+    }
+
+    /// The bearer token that mutations (`POST`) need. Default: the value of
+    /// `PALISADE_ADMIN_TOKEN` when [`build`](Self::build) runs; without one, mutations are
+    /// refused with 403. A blank token counts as none. Use a long random value.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = TokenSource::Fixed(clean_token(Some(token.into())));
+        self
+    }
+
+    /// Reads the token from `PALISADE_ADMIN_TOKEN` in `env` (tests pass an [`Env::from_fn`]).
+    pub fn token_from_env<F: Fn(&str) -> Option<String>>(mut self, env: &Env<F>) -> Self {
+        self.token = TokenSource::Fixed(clean_token(env.get(TOKEN_ENV)));
+        self
+    }
+
+    /// No token, whatever the environment says: every mutation is refused with 403.
+    pub fn without_token(mut self) -> Self {
+        self.token = TokenSource::Fixed(None);
+        self
+    }
+
+    /// Requires the token for reads too (`GET /admin/...` and `/metrics`). The probes
+    /// (`/livez`, `/readyz`, `/health`) and the dashboard page stay open. Default: off, so
+    /// keep the router on loopback or behind an authenticating proxy.
+    pub fn require_token_for_reads(mut self, required: bool) -> Self {
+        self.protect_reads = required;
+        self
+    }
+
+    /// Serves `GET /metrics` from the handle of a recorder installed as the global `metrics`
+    /// recorder (`PrometheusBuilder::new().install_recorder()`); each scrape first calls
+    /// [`Registry::export_metrics`]. Without an exporter, `/metrics` answers 404.
+    pub fn prometheus(mut self, handle: PrometheusHandle) -> Self {
+        self.metrics = MetricsSource::Handle(handle);
+        self
+    }
+
+    /// Serves `GET /metrics` from a recorder that is *not* installed globally
+    /// (`PrometheusBuilder::new().build_recorder()`): each scrape runs
+    /// [`Registry::export_metrics`] with it as the thread's local recorder, then renders it.
+    /// Only what components export appears: figures they record elsewhere go to the global
+    /// recorder.
+    pub fn prometheus_recorder(mut self, recorder: PrometheusRecorder) -> Self {
+        self.metrics = MetricsSource::Recorder(Arc::new(recorder));
+        self
+    }
+
+    /// The largest request body accepted (default [`DEFAULT_BODY_LIMIT`]); larger ones get 413.
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+
+    /// How often the event stream sends a keep-alive comment (default [`DEFAULT_KEEP_ALIVE`]).
+    pub fn sse_keep_alive(mut self, interval: Duration) -> Self {
+        self.keep_alive = interval;
+        self
+    }
+
+    /// Lets [`serve`](Self::serve) bind an address other than loopback. Only do this behind
+    /// an authenticating proxy or with [`require_token_for_reads`](Self::require_token_for_reads):
+    /// reads are open by default.
+    pub fn allow_non_loopback(mut self, allow: bool) -> Self {
+        self.allow_non_loopback = allow;
+        self
+    }
+
+    fn state(self) -> (AppState, usize, bool) {
+        let token = match self.token {
+            TokenSource::ProcessEnv => clean_token(Env::process().get(TOKEN_ENV)),
+            TokenSource::Fixed(t) => t,
+        };
+        match &token {
+            None => tracing::info!(
+                target: "palisade::admin",
+                "admin mutations are disabled: set {TOKEN_ENV} to enable them"
+            ),
+            Some(t) if t.len() < SHORT_TOKEN => tracing::warn!(
+                target: "palisade::admin",
+                "the admin token is shorter than {SHORT_TOKEN} characters; use a long random value"
+            ),
+            Some(_) => {}
+        }
+        let (shutdown, _) = watch::channel(false);
+        let state = AppState {
+            inner: Arc::new(Shared {
+                registry: self.registry,
+                #[cfg(feature = "health")]
+                health: self.health,
+                token,
+                protect_reads: self.protect_reads,
+                metrics: self.metrics,
+                keep_alive: self.keep_alive,
+                shutdown: Arc::new(shutdown),
+            }),
+        };
+        (state, self.body_limit, self.allow_non_loopback)
+    }
+
+    /// The router. Nest or merge it into an application's router, or serve it alone with
+    /// [`serve`](Self::serve).
+    pub fn build(self) -> Router {
+        let (state, body_limit, _) = self.state();
+        routes(state, body_limit)
+    }
+
+    /// Serves the router on its own listener at `addr` (port 0 picks a free port; see
+    /// [`AdminServer::local_addr`]). Refuses an address that is not loopback unless
+    /// [`allow_non_loopback`](Self::allow_non_loopback) was set. Must run inside a tokio
+    /// runtime. The audit trail gets each caller's address.
+    pub async fn serve(self, addr: SocketAddr) -> Result<AdminServer, ServeError> {
+        let (state, body_limit, allow_non_loopback) = self.state();
+        if !allow_non_loopback && !addr.ip().to_canonical().is_loopback() {
+            return Err(ServeError::NotLoopback { addr });
+        }
+        let shutdown = state.inner.shutdown.clone();
+        let router = routes(state, body_limit);
+        AdminServer::start(router, addr, shutdown).await
+    }
+}
+
+/// Paths that stay open when [`AdminRouterBuilder::require_token_for_reads`] is on.
+pub(crate) const OPEN_PATHS: [&str; 4] = ["/livez", "/readyz", "/health", "/admin/dashboard"];
+
+fn routes(state: AppState, body_limit: usize) -> Router {
+    let mut router = Router::new()
+        .route("/livez", get(health::livez))
+        .route("/readyz", get(health::readyz))
+        .route("/health", get(health::health))
+        .route("/metrics", get(prometheus::metrics))
+        .route("/admin", get(components::index))
+        .route("/admin/dashboard", get(dashboard))
+        .route("/admin/resilience", get(components::resilience))
+        .route(
+            "/admin/health",
+            get(health::monitor_report).post(health::monitor_command),
+        )
+        .route("/admin/events", get(events::recent))
+        .route("/admin/events/stream", get(events::stream))
+        .route("/admin/dlq/{name}/entries", get(components::dlq_entries))
+        .route("/admin/dlq/{name}/entries/{id}", get(components::dlq_entry));
+    for (kind, base) in KIND_PATHS {
+        router = router.merge(components::kind_router(kind, base));
+    }
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// The dashboard page (static; its data comes from the JSON routes).
+async fn dashboard() -> Html<&'static str> {
+    Html(include_str!("dashboard.html"))
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no route for {method} {}; GET /admin lists the routes",
+            uri.path()
+        ),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{method} is not allowed on {}; GET /admin lists the routes",
+            uri.path()
+        ),
+    )
+}

@@ -1,0 +1,186 @@
+//! Every mutation route: missing token, wrong token, no token configured, body too large.
+#![cfg(feature = "health")] // the fixture has a health monitor
+#![allow(clippy::unwrap_used)] // tests unwrap what must succeed
+
+mod common;
+
+use common::*;
+use palisade_admin::AdminRouter;
+use palisade_breaker::State;
+use palisade_core::Env;
+
+#[tokio::test]
+async fn mutations_without_a_token_are_401_with_a_bearer_challenge() {
+    let f = fixture().await;
+    let app = f.app();
+    for (path, body) in mutations() {
+        let r = send(&app, post_as(path, None, body.to_string())).await;
+        r.assert_error(401, "unauthorized");
+        let challenge = r.headers["www-authenticate"].to_str().unwrap();
+        assert!(challenge.starts_with("Bearer"), "{path}: {challenge}");
+    }
+    assert_eq!(f.breaker.state(), State::Closed);
+    assert!(f.audits().is_empty());
+}
+
+#[tokio::test]
+async fn mutations_with_a_wrong_token_are_401() {
+    let f = fixture().await;
+    let app = f.app();
+    let wrong = [
+        "Bearer wrong".to_owned(),
+        format!("Bearer {TOKEN}x"),
+        format!("Bearer {}", &TOKEN[..TOKEN.len() - 1]),
+        format!("Basic {TOKEN}"),
+        TOKEN.to_owned(),
+        "Bearer ".to_owned(),
+    ];
+    for (path, body) in mutations() {
+        for auth in &wrong {
+            let r = send(&app, post_as(path, Some(auth), body.to_string())).await;
+            r.assert_error(401, "unauthorized");
+            assert!(r.headers.contains_key("www-authenticate"), "{path} {auth}");
+        }
+    }
+    assert_eq!(f.breaker.state(), State::Closed);
+    assert_eq!(f.bulkhead.max_concurrent(), 10);
+    assert!(f.monitor.auto_restart());
+    assert!(f.audits().is_empty());
+}
+
+#[tokio::test]
+async fn without_a_configured_token_mutations_are_403_and_say_how_to_enable_them() {
+    let f = fixture().await;
+    let apps = [
+        AdminRouter::builder(&f.registry)
+            .health(&f.monitor)
+            .without_token()
+            .build(),
+        // An environment without PALISADE_ADMIN_TOKEN (or with a blank one).
+        AdminRouter::builder(&f.registry)
+            .health(&f.monitor)
+            .token_from_env(&Env::from_fn(|_| None))
+            .build(),
+        AdminRouter::builder(&f.registry)
+            .health(&f.monitor)
+            .token("   ")
+            .build(),
+    ];
+    for app in &apps {
+        for (path, body) in mutations() {
+            // With or without a bearer header: nothing can be accepted.
+            for auth in [None, Some(format!("Bearer {TOKEN}"))] {
+                let r = send(app, post_as(path, auth.as_deref(), body.to_string())).await;
+                r.assert_error(403, "mutations_disabled");
+                assert!(
+                    r.json["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("PALISADE_ADMIN_TOKEN"),
+                    "{}",
+                    r.text
+                );
+            }
+        }
+        // Reads still work.
+        assert_eq!(get_json(app, "/admin").await["mutations_enabled"], false);
+        get_json(app, "/admin/circuit-breakers/slack").await;
+    }
+    assert_eq!(f.breaker.state(), State::Closed);
+    assert!(f.audits().is_empty());
+}
+
+#[tokio::test]
+async fn the_token_can_come_from_the_environment() {
+    let f = fixture().await;
+    let app = AdminRouter::builder(&f.registry)
+        .token_from_env(&Env::from_fn(|k| {
+            (k == "PALISADE_ADMIN_TOKEN").then(|| format!(" {TOKEN}\n"))
+        }))
+        .build();
+    let r = send(
+        &app,
+        post(
+            "/admin/circuit-breakers/slack",
+            r#"{"action": "force_open"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(f.breaker.state(), State::ForcedOpen);
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_413() {
+    let f = fixture().await;
+    let app = f.app();
+    // 70 KiB of valid JSON: over the default 64 KiB.
+    let padding = "x".repeat(70 * 1024);
+    for (path, _) in mutations() {
+        let body = format!(r#"{{"action": "force_open", "padding": "{padding}"}}"#);
+        let r = send(&app, post(path, body)).await;
+        r.assert_error(413, "payload_too_large");
+    }
+    // A smaller limit applies as configured.
+    let small = AdminRouter::builder(&f.registry)
+        .token(TOKEN)
+        .body_limit(16)
+        .build();
+    let r = send(
+        &small,
+        post(
+            "/admin/circuit-breakers/slack",
+            r#"{"action": "force_open"}"#,
+        ),
+    )
+    .await;
+    r.assert_error(413, "payload_too_large");
+    assert_eq!(f.breaker.state(), State::Closed);
+}
+
+#[tokio::test]
+async fn malformed_json_is_400_on_every_mutation_route() {
+    let f = fixture().await;
+    let app = f.app();
+    for (path, _) in mutations() {
+        send(&app, post(path, r#"{"action": "#))
+            .await
+            .assert_error(400, "malformed_json");
+        send(&app, post(path, r#"{"action": "no_such_action"}"#))
+            .await
+            .assert_error(400, "malformed_command");
+    }
+}
+
+#[tokio::test]
+async fn reads_can_require_the_token_but_probes_stay_open() {
+    let f = fixture().await;
+    let app = AdminRouter::builder(&f.registry)
+        .health(&f.monitor)
+        .token(TOKEN)
+        .require_token_for_reads(true)
+        .build();
+    for path in [
+        "/admin",
+        "/admin/resilience",
+        "/admin/circuit-breakers",
+        "/admin/circuit-breakers/slack",
+        "/admin/dlq/tool-calls/entries",
+        "/admin/health",
+        "/admin/events",
+        "/admin/events/stream",
+        "/metrics",
+    ] {
+        send(&app, get(path))
+            .await
+            .assert_error(401, "unauthorized");
+    }
+    for path in ["/livez", "/readyz", "/health", "/admin/dashboard"] {
+        assert_eq!(send(&app, get(path)).await.status, 200, "{path}");
+    }
+    let request = axum::http::Request::get("/admin/circuit-breakers/slack")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, request).await.status, 200);
+}

@@ -16,6 +16,8 @@
 //! | `dlq-redis` | [`dlq`] | plus the Redis store |
 //! | `health` (default) | [`health`] | health monitors, auto-restart, crash-loop protection, process supervisor |
 //! | `health-redis` | [`health`] | plus the Redis check |
+//! | `tower` | [`tower`] | tower layers for every component, axum refusal responses |
+//! | `admin` | [`admin`] | the axum admin router and dashboard |
 //!
 //! ```
 //! # #[cfg(feature = "breaker")] {
@@ -46,3 +48,7 @@ pub use palisade_dlq as dlq;
 pub use palisade_health as health;
 #[cfg(feature = "ratelimit")]
 pub use palisade_ratelimit as ratelimit;
+#[cfg(feature = "tower")]
+pub use palisade_tower as tower;
+#[cfg(feature = "admin")]
+pub use palisade_admin as admin;

@@ -40,6 +40,8 @@ pub use palisade_core as core;
 #[cfg(feature = "breaker")]
 pub use palisade_breaker as breaker;
 
+#[cfg(feature = "admin")]
+pub use palisade_admin as admin;
 #[cfg(feature = "bulkhead")]
 pub use palisade_bulkhead as bulkhead;
 #[cfg(feature = "dlq")]
@@ -50,5 +52,3 @@ pub use palisade_health as health;
 pub use palisade_ratelimit as ratelimit;
 #[cfg(feature = "tower")]
 pub use palisade_tower as tower;
-#[cfg(feature = "admin")]
-pub use palisade_admin as admin;

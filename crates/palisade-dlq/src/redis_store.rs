@@ -10,30 +10,46 @@
 //!
 //! | key | type | content |
 //! | --- | --- | --- |
-//! | `palisade:dlq:{q}:e:<id>` | hash | one entry (fields below) |
-//! | `palisade:dlq:{q}:due` | sorted set | scheduled entries, scored by next attempt (ms) |
-//! | `palisade:dlq:{q}:leased` | sorted set | leased entries, scored by lease deadline (ms) |
+//! | `palisade:dlq:{q}:e:<id>` | string | one entry (below), `<id>` zero-padded to 20 digits |
+//! | `palisade:dlq:{q}:due` | sorted set | scheduled entries by next attempt, leased by lease end |
+//! | `palisade:dlq:{q}:leases` | hash | leased entry id → `<token> <kind>` (its current lease) |
 //! | `palisade:dlq:{q}:parked` | sorted set | parked entries, scored by id |
 //! | `palisade:dlq:{q}:quarantined` | sorted set | quarantined entries, scored by id |
 //! | `palisade:dlq:{q}:all` | sorted set | every entry, scored by id (enqueue order) |
-//! | `palisade:dlq:{q}:first` | sorted set | every entry, scored by original failure (ms) |
-//! | `palisade:dlq:{q}:seq` | string | the last id (`INCR`) |
-//! | `palisade:dlq:{q}:tok` | string | the last fencing token (`INCR`) |
-//! | `palisade:dlq:{q}:stats` | hash | lifetime counters ([`Totals`]) |
+//! | `palisade:dlq:{q}:seq` | string | the last id (`INCR`): the count of entries ever enqueued |
+//! | `palisade:dlq:{q}:tok` | string | the last fencing token (`INCR`, once per claim call) |
+//! | `palisade:dlq:{q}:stats` | hash | lifetime counters ([`Totals`]) but `enqueued` (`seq`) |
 //! | `palisade:dlq:{q}:kinds` | hash | failure kind → entries of that kind now |
 //!
-//! Members of the sorted sets are ids zero-padded to 20 digits, so that entries due at the same
-//! millisecond are claimed in id order (Redis orders equal scores by member, as strings). Each
-//! entry is in exactly one of the four state sets, so `ZCARD`s give exact counts per state.
+//! Ids are written zero-padded to 20 digits everywhere (entry keys, sorted-set members, `leases`
+//! fields, script arguments), so that entries due at the same millisecond are claimed in id
+//! order (Redis orders equal scores by member, as strings) and no script converts ids.
 //!
-//! Entry hash fields: `op`, `kind`, `err`, `att` (attempts), `first`, `last` (ms), `next` (ms,
-//! scheduled only), `state`, `meta` (JSON object), `hist` (JSON array of
-//! `{at_ms, kind, error}`), `payload` (raw bytes), `lease` (deadline ms, leased only), `token`
-//! (the current or last fencing token).
+//! An entry is one string of three parts separated by line feeds (JSON has none of its own):
+//!
+//! 1. its status, written by the scripts, always in this field order:
+//!    `{"kind":"timeout","state":"scheduled","att":1,"first":<ms>,"last":<ms>,"next":<ms or
+//!    null>,"err":"...","hist":[{"at_ms":<ms>,"kind":"...","error":"..."}...]}` (`state` is
+//!    `scheduled` — also while leased —, `parked` or `quarantined`; `next` is null unless
+//!    scheduled);
+//! 2. its origin, written once by [`Store::enqueue`]: `{"op":"...","meta":{...}}`;
+//! 3. the payload, raw bytes.
+//!
+//! One string keeps the hot path cheap: a claim reads one value per entry and an ack deletes
+//! plain strings. A lease lives in the indexes only, so that claiming an entry does not write it:
+//! a leased entry stays in `due`, rescored to its lease deadline, and has a `leases` field (with
+//! the token that acks, failures and quarantines check, one `HMGET` for a whole batch of acks). A
+//! lease that expires is therefore due again by itself, and the next claim hands the entry out
+//! under a new token. Every entry is in exactly one of `due`, `parked` and `quarantined`, so
+//! entries per state are `ZCARD`s and `HLEN leases`.
+//!
+//! Ids are taken in the script that stamps an entry's original failure with Redis `TIME`, so
+//! `all` is in first-failure order as well: the time-to-live trim walks it from the oldest entry
+//! and stops at the first one young enough, and the oldest entry of the stats is the lowest id.
+//! (Should the Redis clock step back, entries enqueued meanwhile may expire a little late.)
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -42,6 +58,8 @@ use palisade_core::ConfigError;
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, Script, ScriptInvocation, ServerErrorKind, Value};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::failure::FailureKind;
 use crate::policy::Schedule;
@@ -50,369 +68,622 @@ use crate::store::{
     StoreError, StoreStats, StoredEntry, Totals, Trimmed,
 };
 
-/// Entries one script call may scan or remove (list, trim, purge, eviction, lease recovery):
-/// a call stays around a millisecond of Redis time, and Rust loops for the rest.
+/// Entries one script call may scan or remove (list, trim, purge, eviction): a call stays
+/// around a millisecond of Redis time, and Rust loops for the rest.
 const BATCH: u64 = 1000;
 
 /// Entries one claim script may lease (larger claims loop).
 const CLAIM_BATCH: usize = 1000;
 
+/// Entries one `ack_many` script may acknowledge (larger batches loop).
+const ACK_BATCH: usize = 1000;
+
 /// The longest delay or lease passed to Redis, in ms (about 31,700 years): `now + delay` then
 /// stays an exact integer in Lua's doubles.
 const MAX_MS: u64 = 1_000_000_000_000_000;
 
-/// Shared by every script. KEYS: the entry key prefix, then the fixed keys of the queue.
-///
-/// Entry keys (`KEYS[1] .. id`) are built inside the scripts rather than declared: they share
-/// the queue's hash tag, hence the slot of the declared keys, so this is safe on Redis Cluster.
-macro_rules! prelude {
+// Every script declares one key, `KEYS[1]`: the queue's prefix `palisade:dlq:{q}:` (no such key
+// exists). The scripts build the keys they use from it (`P .. 'due'`, `P .. 'e:' .. m`): all of
+// them share the queue's hash tag, hence the slot of the declared key, so this is safe on Redis
+// Cluster. Each script carries only the helpers it uses (defining Lua functions costs time on
+// every call), and reads everything it checks before its first write.
+
+/// `P`, the queue's key prefix.
+macro_rules! lua_prefix {
     () => {
-        r"
-local P = KEYS[1]
-local DUE, LEASED, PARKED, QUAR = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local ALL, FIRST, SEQ, TOK, STATS, KINDS = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function n2s(n) return string.format('%.0f', n) end
-local function mem(id) return string.rep('0', 20 - #id) .. id end
-local function unpad(m)
-  local s = string.gsub(m, '^0+', '')
-  if s == '' then return '0' end
-  return s
-end
-local function unindex(m)
-  redis.call('ZREM', DUE, m)
-  redis.call('ZREM', LEASED, m)
-  redis.call('ZREM', PARKED, m)
-  redis.call('ZREM', QUAR, m)
-end
-local function count(field, n)
-  if n ~= 0 then redis.call('HINCRBY', STATS, field, n) end
-end
-local function kind_add(k, d)
-  if k then
-    if redis.call('HINCRBY', KINDS, k, d) <= 0 then redis.call('HDEL', KINDS, k) end
+        "local P = KEYS[1]\n"
+    };
+}
+
+/// `now`: Redis `TIME` in ms.
+macro_rules! lua_now {
+    () => {
+        r"local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"
+    };
+}
+
+/// `n2s`: an integral number as a decimal string (never `1e+15`).
+macro_rules! lua_n2s {
+    () => {
+        "local function n2s(n) return string.format('%.0f', n) end\n"
+    };
+}
+
+/// `kind_add(kind, d)`: adjusts the count of entries of a kind (drops it at zero).
+macro_rules! lua_kind_add {
+    () => {
+        r"local function kind_add(k, d)
+  if k and k ~= '' and d ~= 0 then
+    if redis.call('HINCRBY', P .. 'kinds', k, d) <= 0 then redis.call('HDEL', P .. 'kinds', k) end
   end
-end
-local function forget(m)
-  unindex(m)
-  redis.call('ZREM', ALL, m)
-  redis.call('ZREM', FIRST, m)
-end
-local function remove(id)
-  local key = P .. id
-  local kind = redis.call('HGET', key, 'kind')
-  local existed = redis.call('DEL', key) == 1
-  forget(mem(id))
-  if existed then kind_add(kind, -1) end
-  return existed
 end
 "
     };
 }
 
-/// ARGV: max entries, eviction budget, op, kind, err, meta, payload, park (`1`/`0`), delay ms.
-/// Evicts the oldest entries while the queue is full; returns `{0, evicted}` when the budget ran
-/// out first (call again), else `{1, id}`.
+/// `holder(m)`: the token of an entry's current lease, or nil.
+macro_rules! lua_holder {
+    () => {
+        r"local function holder(m)
+  local v = redis.call('HGET', P .. 'leases', m)
+  if not v then return nil end
+  return string.match(v, '^[^ ]*')
+end
+"
+    };
+}
+
+/// `unindex(m, state)`: removes a member from its state's set (from all three when the state is
+/// unknown).
+macro_rules! lua_unindex {
+    () => {
+        r"local function unindex(m, state)
+  local s = ({scheduled = 'due', parked = 'parked', quarantined = 'quarantined'})[state]
+  if s then
+    redis.call('ZREM', P .. s, m)
+  else
+    for _, x in ipairs({'due', 'parked', 'quarantined'}) do redis.call('ZREM', P .. x, m) end
+  end
+end
+"
+    };
+}
+
+/// `enc(v)`: a decoded status value as JSON again (integers in full).
+macro_rules! lua_enc {
+    () => {
+        r"local function enc(v)
+  if type(v) == 'number' and v >= 0 and v == math.floor(v) then
+    return string.format('%.0f', v)
+  end
+  return cjson.encode(v)
+end
+"
+    };
+}
+
+/// `status(s, state, att, next, err)`: a status line from a decoded one, with a new state,
+/// attempts, next attempt and error (all but `state` already JSON). Needs `enc`.
+macro_rules! lua_status {
+    () => {
+        r#"local function status(s, state, att, nxt, err)
+  local h = s.hist
+  local hj = '[]'
+  if type(h) ~= 'table' or next(h) ~= nil then hj = cjson.encode(h) end
+  return '{"kind":' .. enc(s.kind) .. ',"state":"' .. state .. '","att":' .. att ..
+    ',"first":' .. enc(s.first) .. ',"last":' .. enc(s.last) .. ',"next":' .. nxt ..
+    ',"err":' .. err .. ',"hist":' .. hj .. '}'
+end
+"#
+    };
+}
+
+/// `remove_many(ms)`: removes entries (unknown ones only leave the indexes) with one command
+/// per index for the batch; returns how many existed. Reads all before writing. Needs
+/// `kind_add`.
+macro_rules! lua_remove_many {
+    () => {
+        r#"local function remove_many(ms)
+  if #ms == 0 then return 0 end
+  local keys, kinds, found = {}, {}, 0
+  for i, m in ipairs(ms) do
+    local key = P .. 'e:' .. m
+    keys[i] = key
+    local head = redis.call('GETRANGE', key, 0, 63)
+    if head ~= '' or redis.call('EXISTS', key) == 1 then
+      found = found + 1
+      local kind = string.match(head, '^{"kind":"([%w_]*)"')
+      if kind then kinds[kind] = (kinds[kind] or 0) + 1 end
+    end
+  end
+  redis.call('DEL', unpack(keys))
+  for _, s in ipairs({'due', 'parked', 'quarantined', 'all'}) do
+    redis.call('ZREM', P .. s, unpack(ms))
+  end
+  redis.call('HDEL', P .. 'leases', unpack(ms))
+  for k, c in pairs(kinds) do kind_add(k, -c) end
+  return found
+end
+"#
+    };
+}
+
+/// ARGV: max entries, eviction budget, kind, error (JSON), origin line, payload, park (`1`/`0`),
+/// delay ms. Evicts the oldest entries while the queue is full; returns `{0, evicted}` when the
+/// budget ran out first (call again), else `{1, id}`.
 const ENQUEUE: &str = concat!(
-    prelude!(),
+    lua_prefix!(),
+    lua_now!(),
+    lua_n2s!(),
     r"
-local now = now_ms()
+local len = redis.call('ZCARD', P .. 'all')
 local maxn = math.max(tonumber(ARGV[1]), 1)
-local len = redis.call('ZCARD', ALL)
 if len >= maxn then
+",
+    lua_kind_add!(),
+    lua_remove_many!(),
+    r#"
   local over = len + 1 - maxn
   local k = math.min(over, tonumber(ARGV[2]))
-  local evicted = 0
-  for _, m in ipairs(redis.call('ZRANGE', ALL, 0, k - 1)) do
-    if remove(unpad(m)) then evicted = evicted + 1 end
-  end
-  count('evicted', evicted)
+  local evicted = remove_many(redis.call('ZRANGE', P .. 'all', 0, k - 1))
+  if evicted > 0 then redis.call('HINCRBY', P .. 'stats', 'evicted', evicted) end
   if over > k then return {0, evicted} end
 end
-local id = n2s(redis.call('INCR', SEQ))
-local key = P .. id
-local m = mem(id)
+local id = redis.call('INCR', P .. 'seq')
+local m = string.format('%020d', id)
 local nows = n2s(now)
-redis.call('HSET', key, 'op', ARGV[3], 'kind', ARGV[4], 'err', ARGV[5], 'att', '1',
-  'first', nows, 'last', nows, 'meta', ARGV[6], 'hist', '[]', 'payload', ARGV[7], 'token', '0')
-if ARGV[8] == '1' then
-  redis.call('HSET', key, 'state', 'parked')
-  redis.call('ZADD', PARKED, id, m)
-  count('parked', 1)
+local park = ARGV[7] == '1'
+local st, nxt = 'parked', 'null'
+if not park then st, nxt = 'scheduled', n2s(now + tonumber(ARGV[8])) end
+redis.call('SET', P .. 'e:' .. m, '{"kind":"' .. ARGV[3] .. '","state":"' .. st ..
+  '","att":1,"first":' .. nows .. ',"last":' .. nows .. ',"next":' .. nxt .. ',"err":' ..
+  ARGV[4] .. ',"hist":[]}\n' .. ARGV[5] .. '\n' .. ARGV[6])
+if park then
+  redis.call('ZADD', P .. 'parked', m, m)
+  redis.call('HINCRBY', P .. 'stats', 'parked', 1)
 else
-  local nxt = n2s(now + tonumber(ARGV[9]))
-  redis.call('HSET', key, 'state', 'scheduled', 'next', nxt)
-  redis.call('ZADD', DUE, nxt, m)
+  redis.call('ZADD', P .. 'due', nxt, m)
 end
-redis.call('ZADD', ALL, id, m)
-redis.call('ZADD', FIRST, nows, m)
-kind_add(ARGV[4], 1)
-count('enqueued', 1)
+redis.call('ZADD', P .. 'all', m, m)
+redis.call('HINCRBY', P .. 'kinds', ARGV[3], 1)
 return {1, id}
-"
+"#
 );
 
-/// ARGV: max, lease ms, recovery budget. Moves expired leases back to due (now), then leases up
-/// to `max` due entries in due order, each with a fresh token. Returns
-/// `{due ids examined, {{id, token, {hash fields}}...}}`.
+/// ARGV: max, lease ms. Leases up to `max` due entries (scheduled ones due now and expired
+/// leases) in due order, all under one fresh token. Returns `{due ids examined}` when none was
+/// claimed, else `{examined, token, deadline, id, entry, id, entry...}`. Writes no entry: the
+/// lease is the rescored `due` member and the `leases` field.
 const CLAIM: &str = concat!(
-    prelude!(),
-    r"
-local now = now_ms()
-local nows = n2s(now)
-for _, m in ipairs(redis.call('ZRANGEBYSCORE', LEASED, '-inf', nows, 'LIMIT', 0, tonumber(ARGV[3]))) do
-  local key = P .. unpad(m)
-  if redis.call('EXISTS', key) == 1 then
-    redis.call('ZREM', LEASED, m)
-    redis.call('ZADD', DUE, nows, m)
-    redis.call('HSET', key, 'state', 'scheduled', 'next', nows)
-    redis.call('HDEL', key, 'lease')
+    lua_prefix!(),
+    lua_now!(),
+    lua_n2s!(),
+    r#"
+local DUE = P .. 'due'
+local ms = redis.call('ZRANGEBYSCORE', DUE, '-inf', n2s(now), 'LIMIT', 0, tonumber(ARGV[1]))
+local n = #ms
+if n == 0 then return {0} end
+local PE = P .. 'e:'
+local keys = {}
+for i, m in ipairs(ms) do keys[i] = PE .. m end
+local es = redis.call('MGET', unpack(keys))
+-- The token is taken before the loop (MGET cannot fail): one pass builds everything.
+local tok = n2s(redis.call('INCR', P .. 'tok'))
+local deadline = n2s(now + tonumber(ARGV[2]))
+local out = {n, tok, deadline}
+local due, holders, gone, held = {}, {}, {}, {}
+local k = 0
+for i, m in ipairs(ms) do
+  local e = es[i]
+  if e then
+    k = k + 1
+    due[2 * k - 1] = deadline
+    due[2 * k] = m
+    local kind = string.match(e, '^{"kind":"([%w_]*)"') or ''
+    local h = held[kind]
+    if not h then
+      h = tok .. ' ' .. kind
+      held[kind] = h
+    end
+    holders[2 * k - 1] = m
+    holders[2 * k] = h
+    out[2 * k + 2] = m
+    out[2 * k + 3] = e
   else
-    forget(m)
+    gone[#gone + 1] = m
   end
 end
-local max = tonumber(ARGV[1])
-local out = {}
-local n = 0
-if max > 0 then
-  local ms = redis.call('ZRANGEBYSCORE', DUE, '-inf', nows, 'LIMIT', 0, max)
-  n = #ms
-  local deadline = n2s(now + tonumber(ARGV[2]))
-  for _, m in ipairs(ms) do
-    local id = unpad(m)
-    local key = P .. id
-    if redis.call('EXISTS', key) == 1 then
-      local tok = n2s(redis.call('INCR', TOK))
-      redis.call('ZREM', DUE, m)
-      redis.call('ZADD', LEASED, deadline, m)
-      redis.call('HSET', key, 'state', 'leased', 'lease', deadline, 'token', tok)
-      redis.call('HDEL', key, 'next')
-      out[#out + 1] = {id, tok, redis.call('HGETALL', key)}
-    else
-      forget(m)
+if #gone > 0 then
+  -- Index members without an entry (deleted by hand): dropped.
+  redis.call('ZREM', DUE, unpack(gone))
+  redis.call('ZREM', P .. 'all', unpack(gone))
+  redis.call('HDEL', P .. 'leases', unpack(gone))
+  if k == 0 then return {n} end
+end
+redis.call('ZADD', DUE, unpack(due))
+redis.call('HSET', P .. 'leases', unpack(holders))
+return out
+"#
+);
+
+/// ARGV: id, token, id, token, ... Removes each entry whose lease is current (an id listed twice
+/// is removed once). Returns one 1 or 0 per pair.
+const ACK: &str = concat!(
+    lua_prefix!(),
+    r"
+local LEASES = P .. 'leases'
+local n = #ARGV / 2
+if n < 1 then return {} end
+local ms = {}
+for i = 1, n do ms[i] = ARGV[2 * i - 1] end
+local held = redis.call('HMGET', LEASES, unpack(ms))
+local PE = P .. 'e:'
+local out, keys, done, kinds = {}, {}, {}, {}
+-- Lease values (`<token> <kind>`) repeat within a batch: each is split once.
+local toks, kindof = {}, {}
+local k = 0
+for i = 1, n do
+  out[i] = 0
+  local v, m = held[i], ms[i]
+  if v and not done[m] then
+    local t = toks[v]
+    if not t then
+      local sp = string.find(v, ' ', 1, true) or (#v + 1)
+      t = string.sub(v, 1, sp - 1)
+      toks[v] = t
+      kindof[v] = string.sub(v, sp + 1)
+    end
+    if t == ARGV[2 * i] then
+      done[m] = true
+      out[i] = 1
+      k = k + 1
+      keys[k] = PE .. m
+      ms[k] = m
+      local kind = kindof[v]
+      if kind ~= '' then kinds[kind] = (kinds[kind] or 0) + 1 end
     end
   end
 end
-return {n, out}
-"
-);
-
-/// ARGV: id, token. Removes the entry if that lease is current. Returns 1 or 0.
-const ACK: &str = concat!(
-    prelude!(),
-    r"
-local f = redis.call('HMGET', P .. ARGV[1], 'state', 'token')
-if f[1] ~= 'leased' or f[2] ~= ARGV[2] then return 0 end
-remove(ARGV[1])
-count('acked', 1)
-return 1
-"
-);
-
-/// ARGV: id, token, kind, err, park (`1`/`0`), delay ms, history length. Returns 1, 0 (stale
-/// token) or `{'corrupt', field}` (nothing changed).
-const FAIL: &str = concat!(
-    prelude!(),
-    r"
-local id = ARGV[1]
-local key = P .. id
-local f = redis.call('HMGET', key, 'state', 'token', 'kind', 'err', 'last', 'att', 'hist')
-if f[1] ~= 'leased' or f[2] ~= ARGV[2] then return 0 end
-if not f[3] then return {'corrupt', 'kind'} end
-if not f[4] then return {'corrupt', 'err'} end
-local last = tonumber(f[5])
-if not last or last < 0 or last ~= math.floor(last) then return {'corrupt', 'last'} end
-local att = tonumber(f[6])
-if not att or att < 0 or att ~= math.floor(att) then return {'corrupt', 'att'} end
-local ok, hist = pcall(cjson.decode, f[7])
-if not ok or type(hist) ~= 'table' then return {'corrupt', 'hist'} end
-hist[#hist + 1] = {at_ms = last, kind = f[3], error = f[4]}
-while #hist > tonumber(ARGV[7]) do table.remove(hist, 1) end
-local now = now_ms()
-local m = mem(id)
-unindex(m)
-redis.call('HSET', key, 'kind', ARGV[3], 'err', ARGV[4], 'att', n2s(math.min(att + 1, 4294967295)),
-  'last', n2s(now), 'hist', cjson.encode(hist))
-redis.call('HDEL', key, 'lease')
-if ARGV[5] == '1' then
-  redis.call('HSET', key, 'state', 'parked')
-  redis.call('HDEL', key, 'next')
-  redis.call('ZADD', PARKED, id, m)
-  count('parked', 1)
-else
-  local nxt = n2s(now + tonumber(ARGV[6]))
-  redis.call('HSET', key, 'state', 'scheduled', 'next', nxt)
-  redis.call('ZADD', DUE, nxt, m)
+if k > 0 then
+  for i = n, k + 1, -1 do ms[i] = nil end
+  redis.call('DEL', unpack(keys))
+  redis.call('ZREM', P .. 'due', unpack(ms))
+  redis.call('ZREM', P .. 'all', unpack(ms))
+  redis.call('HDEL', LEASES, unpack(ms))
+  redis.call('HINCRBY', P .. 'stats', 'acked', k)
+  local KINDS = P .. 'kinds'
+  for kind, c in pairs(kinds) do
+    if redis.call('HINCRBY', KINDS, kind, -c) <= 0 then redis.call('HDEL', KINDS, kind) end
+  end
 end
-if f[3] ~= ARGV[3] then
-  kind_add(f[3], -1)
+return out
+"
+);
+
+/// ARGV: id, token, kind, error (JSON), park (`1`/`0`), delay ms, history length. Returns 1, 0
+/// (stale token) or `{'corrupt', field}` (nothing changed).
+const FAIL: &str = concat!(
+    lua_prefix!(),
+    lua_n2s!(),
+    lua_kind_add!(),
+    lua_holder!(),
+    lua_enc!(),
+    r#"
+local m = ARGV[1]
+local key = P .. 'e:' .. m
+if holder(m) ~= ARGV[2] then return 0 end
+local e = redis.call('GET', key)
+if not e then return {'corrupt', 'status'} end
+local p = string.find(e, '\n', 1, true)
+local ok, s = false, nil
+if p then ok, s = pcall(cjson.decode, string.sub(e, 1, p - 1)) end
+if not ok or type(s) ~= 'table' then return {'corrupt', 'status'} end
+if type(s.kind) ~= 'string' then return {'corrupt', 'kind'} end
+if type(s.err) ~= 'string' then return {'corrupt', 'err'} end
+local last = s.last
+if type(last) ~= 'number' or last < 0 or last ~= math.floor(last) then
+  return {'corrupt', 'last'}
+end
+local att = s.att
+if type(att) ~= 'number' or att < 0 or att ~= math.floor(att) then return {'corrupt', 'att'} end
+local hist = s.hist
+if type(hist) ~= 'table' then return {'corrupt', 'hist'} end
+hist[#hist + 1] = {at_ms = last, kind = s.kind, error = s.err}
+while #hist > tonumber(ARGV[7]) do table.remove(hist, 1) end
+"#,
+    lua_now!(),
+    r#"
+local park = ARGV[5] == '1'
+local st, nxt = 'parked', 'null'
+if not park then st, nxt = 'scheduled', n2s(now + tonumber(ARGV[6])) end
+redis.call('HDEL', P .. 'leases', m)
+redis.call('SET', key, '{"kind":"' .. ARGV[3] .. '","state":"' .. st .. '","att":' ..
+  n2s(math.min(att + 1, 4294967295)) .. ',"first":' .. enc(s.first) .. ',"last":' .. n2s(now) ..
+  ',"next":' .. nxt .. ',"err":' .. ARGV[4] .. ',"hist":' .. cjson.encode(hist) .. '}' ..
+  string.sub(e, p))
+if park then
+  redis.call('ZREM', P .. 'due', m)
+  redis.call('ZADD', P .. 'parked', m, m)
+  redis.call('HINCRBY', P .. 'stats', 'parked', 1)
+else
+  redis.call('ZADD', P .. 'due', nxt, m)
+end
+if s.kind ~= ARGV[3] then
+  kind_add(s.kind, -1)
   kind_add(ARGV[3], 1)
 end
 return 1
-"
+"#
 );
 
-/// ARGV: id, token (empty: any state), reason. Returns 1 or 0.
+/// ARGV: id, token (empty: any state), reason (JSON). Returns 1 or 0. An entry whose status does
+/// not decode is moved to the quarantine unchanged.
 const QUARANTINE: &str = concat!(
-    prelude!(),
-    r"
-local id = ARGV[1]
-local key = P .. id
-if redis.call('EXISTS', key) == 0 then return 0 end
-if ARGV[2] ~= '' then
-  local f = redis.call('HMGET', key, 'state', 'token')
-  if f[1] ~= 'leased' or f[2] ~= ARGV[2] then return 0 end
+    lua_prefix!(),
+    lua_holder!(),
+    lua_unindex!(),
+    lua_enc!(),
+    lua_status!(),
+    r#"
+local m = ARGV[1]
+local key = P .. 'e:' .. m
+local e = redis.call('GET', key)
+if not e then return 0 end
+local tok = holder(m)
+if ARGV[2] ~= '' and tok ~= ARGV[2] then return 0 end
+local updated = e
+local p = string.find(e, '\n', 1, true)
+if p then
+  local ok, s = pcall(cjson.decode, string.sub(e, 1, p - 1))
+  if ok and type(s) == 'table' then
+    local built, line = pcall(status, s, 'quarantined', enc(s.att), 'null', ARGV[3])
+    if built then updated = line .. string.sub(e, p) end
+  end
 end
-local m = mem(id)
-unindex(m)
-redis.call('ZADD', QUAR, id, m)
-redis.call('HSET', key, 'state', 'quarantined', 'err', ARGV[3])
-redis.call('HDEL', key, 'next', 'lease')
-count('quarantined', 1)
+if tok then
+  redis.call('HDEL', P .. 'leases', m)
+  redis.call('ZREM', P .. 'due', m)
+else
+  unindex(m, string.match(e, '^{"kind":"[%w_]*","state":"(%a*)"'))
+end
+redis.call('ZADD', P .. 'quarantined', m, m)
+if updated ~= e then redis.call('SET', key, updated) end
+redis.call('HINCRBY', P .. 'stats', 'quarantined', 1)
 return 1
-"
+"#
 );
 
-/// ARGV: id. Returns the entry's fields (flat), empty when unknown.
-const GET: &str = concat!(prelude!(), r"return redis.call('HGETALL', P .. ARGV[1])");
+/// ARGV: id. Returns `{}` when unknown, else `{entry, lease deadline or nil}`.
+const GET: &str = concat!(
+    lua_prefix!(),
+    lua_n2s!(),
+    r"
+local m = ARGV[1]
+local e = redis.call('GET', P .. 'e:' .. m)
+if not e then return {} end
+local dl = false
+if redis.call('HEXISTS', P .. 'leases', m) == 1 then
+  local s = redis.call('ZSCORE', P .. 'due', m)
+  if s then dl = n2s(tonumber(s)) end
+end
+return {e, dl}
+"
+);
 
 /// ARGV: source (`all`, `parked`, `quarantined`), after (empty: from the start), scan budget,
-/// matches wanted, kind, op, state (each empty for any, else `=` and the value). Returns
-/// `{last scanned id or '', done (1: the source is exhausted), {{id, {fields}}...}}`.
+/// matches wanted, kind (empty for any, else `=` and the kind), origin prefix (empty for any,
+/// else `{"op":<op as JSON>,`), state (like kind). Returns `{last scanned id or '', done (1:
+/// the source is exhausted), {{id, entry, lease deadline or nil}...}}`.
 const LIST: &str = concat!(
-    prelude!(),
-    r"
-local src = ALL
-if ARGV[1] == 'parked' then src = PARKED elseif ARGV[1] == 'quarantined' then src = QUAR end
+    lua_prefix!(),
+    lua_n2s!(),
+    r#"
+local src = P .. 'all'
+if ARGV[1] == 'parked' then src = P .. 'parked'
+elseif ARGV[1] == 'quarantined' then src = P .. 'quarantined' end
 local min = '-inf'
 if ARGV[2] ~= '' then min = '(' .. ARGV[2] end
 local budget = tonumber(ARGV[3])
 local need = tonumber(ARGV[4])
+local kf, of, sf = ARGV[5], ARGV[6], ARGV[7]
 local ms = redis.call('ZRANGEBYSCORE', src, min, '+inf', 'LIMIT', 0, budget)
 local out = {}
 local last = ''
 local stopped = false
-for _, m in ipairs(ms) do
-  local id = unpad(m)
-  last = id
-  local key = P .. id
-  local f = redis.call('HMGET', key, 'kind', 'op', 'state')
-  if f[1] and (ARGV[5] == '' or ARGV[5] == '=' .. f[1])
-      and (ARGV[6] == '' or (f[2] and ARGV[6] == '=' .. f[2]))
-      and (ARGV[7] == '' or (f[3] and ARGV[7] == '=' .. f[3])) then
-    out[#out + 1] = {id, redis.call('HGETALL', key)}
-    if #out >= need then
-      stopped = true
-      break
+local leased = {}
+if #ms > 0 and ARGV[1] == 'all' then leased = redis.call('HMGET', P .. 'leases', unpack(ms)) end
+for i, m in ipairs(ms) do
+  last = m
+  local e = redis.call('GET', P .. 'e:' .. m)
+  if e then
+    local kind, st = string.match(e, '^{"kind":"([%w_]*)","state":"(%a*)"')
+    if leased[i] then st = 'leased' end
+    local ok = (kf == '' or kf == '=' .. (kind or '')) and (sf == '' or sf == '=' .. (st or ''))
+    if ok and of ~= '' then
+      local p = string.find(e, '\n', 1, true)
+      ok = p ~= nil and string.sub(e, p + 1, p + #of) == of
+    end
+    if ok then
+      local dl = false
+      if leased[i] then
+        local s = redis.call('ZSCORE', P .. 'due', m)
+        if s then dl = n2s(tonumber(s)) end
+      end
+      out[#out + 1] = {m, e, dl}
+      if #out >= need then
+        stopped = true
+        break
+      end
     end
   end
 end
 local done = 0
 if not stopped and #ms < budget then done = 1 end
 return {last, done, out}
-"
+"#
 );
 
-/// ARGV: id. Makes a scheduled or parked entry due now with attempts 0. Returns 1 or 0.
+/// ARGV: id. Makes a scheduled (not leased) or parked entry due now with attempts 0. Returns 1
+/// or 0.
 const RETRY: &str = concat!(
-    prelude!(),
-    r"
-local id = ARGV[1]
-local key = P .. id
-local st = redis.call('HGET', key, 'state')
+    lua_prefix!(),
+    lua_n2s!(),
+    lua_enc!(),
+    lua_status!(),
+    r#"
+local m = ARGV[1]
+local key = P .. 'e:' .. m
+local e = redis.call('GET', key)
+if not e then return 0 end
+local st = string.match(e, '^{"kind":"[%w_]*","state":"(%a*)"')
 if st ~= 'scheduled' and st ~= 'parked' then return 0 end
-local nows = n2s(now_ms())
-local m = mem(id)
-unindex(m)
-redis.call('ZADD', DUE, nows, m)
-redis.call('HSET', key, 'state', 'scheduled', 'next', nows, 'att', '0')
-count('retried', 1)
+if redis.call('HEXISTS', P .. 'leases', m) == 1 then return 0 end
+local p = string.find(e, '\n', 1, true)
+if not p then return 0 end
+local ok, s = pcall(cjson.decode, string.sub(e, 1, p - 1))
+if not ok or type(s) ~= 'table' then return 0 end
+"#,
+    lua_now!(),
+    r"
+local nows = n2s(now)
+local built, line = pcall(status, s, 'scheduled', '0', nows, enc(s.err))
+if not built then return 0 end
+if st == 'parked' then redis.call('ZREM', P .. 'parked', m) end
+redis.call('ZADD', P .. 'due', nows, m)
+redis.call('SET', key, line .. string.sub(e, p))
+redis.call('HINCRBY', P .. 'stats', 'retried', 1)
 return 1
 "
 );
 
 /// ARGV: id. Removes the entry in any state. Returns 1 or 0.
 const DISCARD: &str = concat!(
-    prelude!(),
+    lua_prefix!(),
+    lua_kind_add!(),
+    lua_remove_many!(),
     r"
-if remove(ARGV[1]) then
-  count('discarded', 1)
+if remove_many({ARGV[1]}) == 1 then
+  redis.call('HINCRBY', P .. 'stats', 'discarded', 1)
   return 1
 end
 return 0
 "
 );
 
-/// ARGV: ttl ms, max entries, budget, cutoff (empty on the first call: now − ttl). Removes
-/// entries first failed before the cutoff, then the oldest over `max entries`, up to `budget`
-/// in all. Returns `{expired, evicted, done, cutoff}`.
+/// ARGV: ttl ms, max entries, budget, cutoff (empty on the first call: now − ttl), cursor (`0`
+/// on the first call). Walks `all` from the id after the cursor, removing entries first failed
+/// before the cutoff, until the first younger one (entries whose first failure is unreadable
+/// are passed over); then removes the oldest entries over `max entries`; scans and removes at
+/// most `budget` entries in all. Returns `{expired, evicted, done, cutoff, cursor}`: the cursor
+/// is where the walk stopped, `end` once it is over.
 const TRIM: &str = concat!(
-    prelude!(),
+    lua_prefix!(),
+    lua_n2s!(),
+    lua_kind_add!(),
+    lua_remove_many!(),
     r"
 local cutoff = tonumber(ARGV[4])
 if not cutoff then
-  cutoff = now_ms() - tonumber(ARGV[1])
+",
+    lua_now!(),
+    r#"
+  cutoff = now - tonumber(ARGV[1])
   if cutoff < 0 then cutoff = 0 end
 end
+local ALL = P .. 'all'
 local maxn = tonumber(ARGV[2])
 local budget = tonumber(ARGV[3])
-local expired = 0
+local cursor = ARGV[5]
+local scanned = 0
+local old = {}
+while cursor ~= 'end' and scanned < budget do
+  local ms = redis.call('ZRANGEBYSCORE', ALL, '(' .. cursor, '+inf', 'LIMIT', 0,
+    math.min(64, budget - scanned))
+  if #ms == 0 then
+    cursor = 'end'
+    break
+  end
+  for _, m in ipairs(ms) do
+    local key = P .. 'e:' .. m
+    local head = redis.call('GETRANGE', key, 0, 127)
+    local first = tonumber(string.match(head,
+      '^{"kind":"[%w_]*","state":"%a*","att":[^,]*,"first":(%d+),'))
+    scanned = scanned + 1
+    if first then
+      if first >= cutoff then
+        cursor = 'end'
+        break
+      end
+      old[#old + 1] = m
+    elseif head == '' and redis.call('EXISTS', key) == 0 then
+      -- A stray member: dropped from the indexes (not counted).
+      old[#old + 1] = m
+    end
+    cursor = m
+  end
+end
+local expired = remove_many(old)
 local evicted = 0
 local done = 1
-local old = redis.call('ZRANGEBYSCORE', FIRST, '-inf', '(' .. n2s(cutoff), 'LIMIT', 0, budget)
-for _, m in ipairs(old) do
-  if remove(unpad(m)) then expired = expired + 1 end
-end
-if #old >= budget then
+if cursor ~= 'end' then
   done = 0
 else
   local len = redis.call('ZCARD', ALL)
   if len > maxn then
     local over = len - maxn
-    local k = math.min(over, budget - #old)
-    for _, m in ipairs(redis.call('ZRANGE', ALL, 0, k - 1)) do
-      if remove(unpad(m)) then evicted = evicted + 1 end
+    local k = math.min(over, budget - scanned)
+    if k > 0 then
+      evicted = remove_many(redis.call('ZRANGE', ALL, 0, k - 1))
     end
     if over > k then done = 0 end
   end
 end
-count('expired', expired)
-count('evicted', evicted)
-return {expired, evicted, done, n2s(cutoff)}
-"
+if expired > 0 then redis.call('HINCRBY', P .. 'stats', 'expired', expired) end
+if evicted > 0 then redis.call('HINCRBY', P .. 'stats', 'evicted', evicted) end
+return {expired, evicted, done, n2s(cutoff), cursor}
+"#
 );
 
 /// ARGV: budget. Removes up to `budget` entries, oldest first. Returns `{removed, done}`; once
 /// the queue is empty, also deletes the (then empty) indexes.
 const PURGE: &str = concat!(
-    prelude!(),
+    lua_prefix!(),
+    lua_kind_add!(),
+    lua_remove_many!(),
     r"
-local n = 0
-for _, m in ipairs(redis.call('ZRANGE', ALL, 0, tonumber(ARGV[1]) - 1)) do
-  if remove(unpad(m)) then n = n + 1 end
-end
-count('purged', n)
+local ALL = P .. 'all'
+local n = remove_many(redis.call('ZRANGE', ALL, 0, tonumber(ARGV[1]) - 1))
+if n > 0 then redis.call('HINCRBY', P .. 'stats', 'purged', n) end
 if redis.call('ZCARD', ALL) == 0 then
-  redis.call('DEL', DUE, LEASED, PARKED, QUAR, FIRST, KINDS)
+  redis.call('DEL', P .. 'due', P .. 'parked', P .. 'quarantined', P .. 'leases', P .. 'kinds')
   return {n, 1}
 end
 return {n, 0}
 "
 );
 
-/// No ARGV. Returns `{now, #due, #leased, #parked, #quarantined, #all, {kinds}, {stats},
-/// {oldest member, first failure}}`.
+/// No ARGV. Returns `{now, #due (scheduled and leased), #leased, #parked, #quarantined, #all,
+/// {kinds}, {stats}, seq, {oldest id, its first failure or nil}}` (the last empty when the
+/// queue is).
 const STATS: &str = concat!(
-    prelude!(),
-    r"
-return {n2s(now_ms()), redis.call('ZCARD', DUE), redis.call('ZCARD', LEASED),
-  redis.call('ZCARD', PARKED), redis.call('ZCARD', QUAR), redis.call('ZCARD', ALL),
-  redis.call('HGETALL', KINDS), redis.call('HGETALL', STATS),
-  redis.call('ZRANGE', FIRST, 0, 0, 'WITHSCORES')}
-"
+    lua_prefix!(),
+    lua_now!(),
+    lua_n2s!(),
+    r#"
+local oldest = {}
+local m = redis.call('ZRANGE', P .. 'all', 0, 0)[1]
+if m then
+  local head = redis.call('GETRANGE', P .. 'e:' .. m, 0, 127)
+  oldest = {m, string.match(head, '^{"kind":"[%w_]*","state":"%a*","att":[^,]*,"first":(%d+),')
+    or false}
+end
+return {n2s(now), redis.call('ZCARD', P .. 'due'), redis.call('HLEN', P .. 'leases'),
+  redis.call('ZCARD', P .. 'parked'), redis.call('ZCARD', P .. 'quarantined'),
+  redis.call('ZCARD', P .. 'all'), redis.call('HGETALL', P .. 'kinds'),
+  redis.call('HGETALL', P .. 'stats'), redis.call('GET', P .. 'seq') or '0', oldest}
+"#
 );
 
 struct Scripts {
@@ -451,12 +722,19 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 /// - One multiplexed, auto-reconnecting connection ([`ConnectionManager`]), shared by clones.
 /// - Every state change is one atomic Lua script, timed by Redis `TIME`.
 /// - No script call does unbounded work: list, trim, purge and evictions scan or remove at most
-///   1,000 entries per call and loop from Rust. As a consequence `trim` and `purge` are atomic
-///   per batch, not as a whole (entries enqueued meanwhile may or may not be removed), a claim
-///   returns at most 1,000 expired leases to the due set (the rest on the next claims), and
-///   delays and leases are capped at about 31,700 years.
+///   1,000 entries per call, claims and [`Store::ack_many`] handle at most 1,000 entries per
+///   call, and Rust loops for the rest. As a consequence `trim`, `purge` and `ack_many` are
+///   atomic per batch, not as a whole (entries enqueued meanwhile may or may not be removed),
+///   and delays and leases are capped at about 31,700 years.
+/// - All entries of one claim call share its fencing token; a claim never writes the entries it
+///   leases (see the module documentation). So an expired lease stays `leased` (for `get`,
+///   `list`, `stats`) until a claim hands the entry out again, and among due entries it ranks
+///   by its deadline (the memory store makes expired leases `scheduled`, due when a claim
+///   noticed them).
 /// - An entry whose fields do not parse is reported as [`StoreError::Corrupt`] naming entry and
-///   field (by `get`, `list`, `fail`); `claim` quarantines it instead and goes on.
+///   field (by `get`, `list`, `fail`); `claim` quarantines it instead and goes on. The
+///   time-to-live trim passes over an entry whose first failure time is unreadable (it still
+///   counts for the maximum size).
 /// - Redis must not evict keys: use `maxmemory-policy noeviction` ([`RedisStore::connect`]
 ///   warns otherwise).
 ///
@@ -476,8 +754,8 @@ pub struct RedisStore {
 struct Inner {
     conn: ConnectionManager,
     queue: String,
-    /// KEYS of every script: the entry prefix, then the fixed keys (see `prelude!`).
-    keys: Vec<String>,
+    /// The one key every script declares: the queue's prefix `palisade:dlq:{q}:`.
+    prefix: String,
     maxmemory_policy: Mutex<Option<String>>,
 }
 
@@ -518,28 +796,12 @@ impl RedisStore {
             .set_number_of_retries(3);
         let conn = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| ConfigError::new("redis_url", e.to_string()))?;
-        let base = format!("palisade:dlq:{{{queue}}}:");
-        let keys = [
-            "e:",
-            "due",
-            "leased",
-            "parked",
-            "quarantined",
-            "all",
-            "first",
-            "seq",
-            "tok",
-            "stats",
-            "kinds",
-        ]
-        .iter()
-        .map(|k| format!("{base}{k}"))
-        .collect();
+        let prefix = format!("palisade:dlq:{{{queue}}}:");
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 conn,
                 queue: queue.to_owned(),
-                keys,
+                prefix,
                 maxmemory_policy: Mutex::new(None),
             }),
         })
@@ -606,14 +868,15 @@ impl RedisStore {
         &self.inner.queue
     }
 
-    /// The Redis key of entry `id` (a hash), for operators inspecting Redis by hand.
+    /// The Redis key of entry `id` (a string: status line, origin line, payload; see the module
+    /// documentation), for operators inspecting Redis by hand.
     pub fn entry_key(&self, id: EntryId) -> String {
-        format!("{}{id}", self.inner.keys[0])
+        format!("{}e:{}", self.inner.prefix, padded(id))
     }
 
     fn invocation<'a>(&self, script: &'a Script) -> ScriptInvocation<'a> {
         let mut inv = script.prepare_invoke();
-        inv.key(self.inner.keys.as_slice());
+        inv.key(self.inner.prefix.as_str());
         inv
     }
 
@@ -637,31 +900,16 @@ impl RedisStore {
             self.inner.queue
         ))
     }
-
-    fn parse_entry(&self, id: EntryId, flat: Vec<Value>) -> Result<StoredEntry, StoreError> {
-        Fields::new(self, id, flat).entry()
-    }
-
-    /// `{id, token, {fields}}` of a claim.
-    fn parse_claimed(&self, v: Value) -> Result<(EntryId, u64, Vec<Value>), StoreError> {
-        let bad = |v: &Value| self.unexpected("claim", v);
-        let Value::Array(items) = v else {
-            return Err(bad(&v));
-        };
-        let [id, token, Value::Array(fields)] =
-            <[Value; 3]>::try_from(items).map_err(|items| bad(&Value::Array(items)))?
-        else {
-            return Err(self.unexpected("claim", &Value::Nil));
-        };
-        let id = number(&id).ok_or_else(|| bad(&id))?;
-        let token = number(&token).ok_or_else(|| bad(&token))?;
-        Ok((id, token, fields))
-    }
 }
 
 /// `StoreError::Unavailable` text of a Redis error (never the URL).
 fn unavailable(e: &RedisError) -> StoreError {
     StoreError::Unavailable(e.to_string())
+}
+
+/// An id as the scripts take it (zero-padded to 20 digits, see the module documentation).
+fn padded(id: EntryId) -> String {
+    format!("{id:020}")
 }
 
 /// Milliseconds of `d`, capped at [`MAX_MS`].
@@ -707,93 +955,58 @@ fn excerpt(b: &[u8]) -> String {
     format!("{out:?}")
 }
 
-/// An entry's hash fields, parsed one by one into a [`StoredEntry`].
-struct Fields<'a> {
-    store: &'a RedisStore,
-    id: EntryId,
-    map: HashMap<String, Value>,
+/// An entry's status line (see the module documentation).
+#[derive(Deserialize)]
+struct Status {
+    kind: FailureKind,
+    state: EntryState,
+    att: u32,
+    first: u64,
+    last: u64,
+    next: Option<u64>,
+    err: String,
+    hist: Vec<FailureRecord>,
 }
 
-impl<'a> Fields<'a> {
-    fn new(store: &'a RedisStore, id: EntryId, flat: Vec<Value>) -> Self {
-        Fields {
-            store,
-            id,
-            map: pairs(flat).into_iter().collect(),
-        }
-    }
-
-    fn err(&self, field: &str, why: &str) -> StoreError {
-        self.store.corrupt(self.id, field, why)
-    }
-
-    fn opt_bytes(&mut self, field: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.map.remove(field) {
-            None => Ok(None),
-            Some(Value::BulkString(b)) => Ok(Some(b)),
-            Some(Value::SimpleString(s)) => Ok(Some(s.into_bytes())),
-            Some(v) => Err(self.err(field, &format!("not a string: {v:?}"))),
-        }
-    }
-
-    fn bytes(&mut self, field: &str) -> Result<Vec<u8>, StoreError> {
-        self.opt_bytes(field)?
-            .ok_or_else(|| self.err(field, "missing"))
-    }
-
-    fn text(&mut self, field: &str) -> Result<String, StoreError> {
-        String::from_utf8(self.bytes(field)?)
-            .map_err(|e| self.err(field, &format!("not UTF-8: {}", excerpt(e.as_bytes()))))
-    }
-
-    fn opt_parsed<T: FromStr>(&mut self, field: &str) -> Result<Option<T>, StoreError>
-    where
-        T::Err: fmt::Display,
-    {
-        let Some(b) = self.opt_bytes(field)? else {
-            return Ok(None);
-        };
-        std::str::from_utf8(&b)
-            .map_err(|_| self.err(field, &format!("not UTF-8: {}", excerpt(&b))))?
-            .parse()
-            .map(Some)
-            .map_err(|e: T::Err| self.err(field, &format!("{}: {e}", excerpt(&b))))
-    }
-
-    fn parsed<T: FromStr>(&mut self, field: &str) -> Result<T, StoreError>
-    where
-        T::Err: fmt::Display,
-    {
-        self.opt_parsed(field)?
-            .ok_or_else(|| self.err(field, "missing"))
-    }
-
-    fn json<T: serde::de::DeserializeOwned>(&mut self, field: &str) -> Result<T, StoreError> {
-        let b = self.bytes(field)?;
-        serde_json::from_slice(&b).map_err(|e| self.err(field, &format!("{}: {e}", excerpt(&b))))
-    }
-
-    fn entry(mut self) -> Result<StoredEntry, StoreError> {
-        if self.map.is_empty() {
-            return Err(self.err("*", "the entry has no fields"));
-        }
-        Ok(StoredEntry {
-            id: self.id,
-            operation: self.text("op")?,
-            kind: self.parsed::<FailureKind>("kind")?,
-            error: self.text("err")?,
-            attempts: self.parsed("att")?,
-            first_failed_ms: self.parsed("first")?,
-            last_failed_ms: self.parsed("last")?,
-            next_attempt_ms: self.opt_parsed("next")?,
-            state: self.parsed::<EntryState>("state")?,
-            metadata: self.json("meta")?,
-            history: self.json::<Vec<FailureRecord>>("hist")?,
-            lease_until_ms: self.opt_parsed("lease")?,
-            payload: self.bytes("payload")?,
-        })
-    }
+/// An entry's origin line, as read.
+#[derive(Deserialize)]
+struct Origin {
+    op: String,
+    meta: BTreeMap<String, String>,
 }
+
+/// An entry's origin line, as written.
+#[derive(Serialize)]
+struct OriginRef<'a> {
+    op: &'a str,
+    meta: &'a BTreeMap<String, String>,
+}
+
+/// Whether a JSON value reads as a `T`, or why not.
+fn reads_as<T: DeserializeOwned>(v: &serde_json::Value) -> Result<(), String> {
+    T::deserialize(v).map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// A field of a status or origin line and its check.
+type Check = (&'static str, fn(&serde_json::Value) -> Result<(), String>);
+
+/// The fields of a status line, in the order they are checked.
+const STATUS_CHECKS: [Check; 8] = [
+    ("kind", reads_as::<FailureKind>),
+    ("err", reads_as::<String>),
+    ("att", reads_as::<u32>),
+    ("first", reads_as::<u64>),
+    ("last", reads_as::<u64>),
+    ("state", reads_as::<EntryState>),
+    ("next", reads_as::<Option<u64>>),
+    ("hist", reads_as::<Vec<FailureRecord>>),
+];
+
+/// The fields of an origin line.
+const ORIGIN_CHECKS: [Check; 2] = [
+    ("op", reads_as::<String>),
+    ("meta", reads_as::<BTreeMap<String, String>>),
+];
 
 /// `(park, delay ms)` arguments of a schedule.
 fn schedule_args(schedule: Schedule) -> (&'static str, u64) {
@@ -801,6 +1014,11 @@ fn schedule_args(schedule: Schedule) -> (&'static str, u64) {
         Schedule::RetryIn(d) => ("0", ms(d)),
         Schedule::Park => ("1", 0),
     }
+}
+
+/// A string as JSON (for the scripts, which paste it into a status line).
+fn json_string(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
 }
 
 /// A filter field as the list script takes it: empty for any, else `=value`.
@@ -816,6 +1034,93 @@ fn ints(v: &Value) -> Option<Vec<u64>> {
     }
 }
 
+impl RedisStore {
+    /// Parses an entry (see the module documentation); `deadline` is its lease's, nil when it is
+    /// not leased.
+    fn parse_entry(
+        &self,
+        id: EntryId,
+        entry: &[u8],
+        deadline: &Value,
+    ) -> Result<StoredEntry, StoreError> {
+        let mut parts = entry.splitn(3, |&b| b == b'\n');
+        let (Some(status), Some(origin), Some(payload)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(self.corrupt(
+                id,
+                "*",
+                &format!(
+                    "not a status line, an origin line and a payload: {}",
+                    excerpt(entry)
+                ),
+            ));
+        };
+        let status: Status = serde_json::from_slice(status)
+            .map_err(|e| self.line_error(id, "status", status, &STATUS_CHECKS, &e))?;
+        let origin: Origin = serde_json::from_slice(origin)
+            .map_err(|e| self.line_error(id, "origin", origin, &ORIGIN_CHECKS, &e))?;
+        let lease_until_ms = match deadline {
+            Value::Nil => None,
+            v => Some(number(v).ok_or_else(|| self.corrupt(id, "lease", &format!("{v:?}")))?),
+        };
+        let state = if lease_until_ms.is_some() {
+            EntryState::Leased
+        } else {
+            status.state
+        };
+        Ok(StoredEntry {
+            id,
+            operation: origin.op,
+            payload: payload.to_vec(),
+            kind: status.kind,
+            error: status.err,
+            attempts: status.att,
+            first_failed_ms: status.first,
+            last_failed_ms: status.last,
+            // Only meaningful while scheduled (a leased entry keeps its last one).
+            next_attempt_ms: status.next.filter(|_| state == EntryState::Scheduled),
+            state,
+            metadata: origin.meta,
+            history: status.hist,
+            lease_until_ms,
+        })
+    }
+
+    /// Names the field of a line that does not parse.
+    fn line_error(
+        &self,
+        id: EntryId,
+        line: &str,
+        raw: &[u8],
+        checks: &[Check],
+        e: &serde_json::Error,
+    ) -> StoreError {
+        let map: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice(raw) {
+            Ok(map) => map,
+            Err(e) => {
+                let why = format!("not a JSON object: {}: {e}", excerpt(raw));
+                return self.corrupt(id, line, &why);
+            }
+        };
+        for &(field, check) in checks {
+            let why = match map.get(field) {
+                // Only `next` may be missing (null).
+                None => check(&serde_json::Value::Null)
+                    .err()
+                    .map(|_| "missing".to_owned()),
+                Some(v) => check(v)
+                    .err()
+                    .map(|why| format!("{}: {why}", excerpt(v.to_string().as_bytes()))),
+            };
+            if let Some(why) = why {
+                return self.corrupt(id, field, &why);
+            }
+        }
+        self.corrupt(id, line, &e.to_string())
+    }
+}
+
 #[async_trait]
 impl Store for RedisStore {
     fn backend(&self) -> &'static str {
@@ -823,17 +1128,20 @@ impl Store for RedisStore {
     }
 
     async fn enqueue(&self, entry: NewEntry, max_entries: u64) -> Result<EntryId, StoreError> {
-        let meta = serde_json::to_string(&entry.metadata).map_err(|e| {
+        let origin = serde_json::to_string(&OriginRef {
+            op: &entry.operation,
+            meta: &entry.metadata,
+        })
+        .map_err(|e| {
             StoreError::Unavailable(format!("metadata does not serialize to JSON: {e}"))
         })?;
         let (park, delay) = schedule_args(entry.schedule);
         let mut inv = self.invocation(&SCRIPTS.enqueue);
         inv.arg(max_entries)
             .arg(BATCH)
-            .arg(&entry.operation)
             .arg(entry.kind.as_str())
-            .arg(&entry.error)
-            .arg(&meta)
+            .arg(json_string(&entry.error))
+            .arg(origin)
             .arg(&entry.payload)
             .arg(park)
             .arg(delay);
@@ -853,26 +1161,34 @@ impl Store for RedisStore {
         loop {
             let batch = (max - out.len()).min(CLAIM_BATCH);
             let mut inv = self.invocation(&SCRIPTS.claim);
-            inv.arg(batch).arg(ms(lease)).arg(BATCH);
+            inv.arg(batch).arg(ms(lease));
             let v = self.run("claim", &inv).await?;
             let Value::Array(reply) = v else {
                 return Err(self.unexpected("claim", &v));
             };
-            let [examined, Value::Array(claimed)] = <[Value; 2]>::try_from(reply)
-                .map_err(|items| self.unexpected("claim", &Value::Array(items)))?
-            else {
-                return Err(self.unexpected("claim", &Value::Nil));
-            };
+            // `{examined}`, or `{examined, token, deadline, id, entry, id, entry...}`.
+            if reply.len() != 1 && (reply.len() < 3 || reply.len() % 2 == 0) {
+                return Err(self.unexpected("claim", &Value::Array(reply)));
+            }
+            let mut it = reply.into_iter();
+            let examined = it.next().unwrap_or(Value::Nil);
             let examined = number(&examined).ok_or_else(|| self.unexpected("claim", &examined))?;
-            for item in claimed {
-                let (id, token, fields) = self.parse_claimed(item)?;
-                match self.parse_entry(id, fields) {
-                    Ok(entry) => out.push(Lease { entry, token }),
-                    Err(e) => {
-                        // A corrupt entry must not block the queue: quarantine it, go on.
-                        tracing::warn!(queue = %self.inner.queue, id, error = %e,
-                            "quarantining a dead-letter entry that does not parse");
-                        self.quarantine(id, Some(token), &e.to_string()).await?;
+            if let (Some(token), Some(deadline)) = (it.next(), it.next()) {
+                let token = number(&token).ok_or_else(|| self.unexpected("claim", &token))?;
+                while let (Some(id), Some(entry)) = (it.next(), it.next()) {
+                    let id = number(&id).ok_or_else(|| self.unexpected("claim", &id))?;
+                    let parsed = match bytes(&entry) {
+                        Some(b) => self.parse_entry(id, b, &deadline),
+                        None => Err(self.unexpected("claim", &entry)),
+                    };
+                    match parsed {
+                        Ok(entry) => out.push(Lease { entry, token }),
+                        Err(e) => {
+                            // A corrupt entry must not block the queue: quarantine it, go on.
+                            tracing::warn!(queue = %self.inner.queue, id, error = %e,
+                                "quarantining a dead-letter entry that does not parse");
+                            self.quarantine(id, Some(token), &e.to_string()).await?;
+                        }
                     }
                 }
             }
@@ -884,10 +1200,30 @@ impl Store for RedisStore {
     }
 
     async fn ack(&self, id: EntryId, token: u64) -> Result<bool, StoreError> {
-        let mut inv = self.invocation(&SCRIPTS.ack);
-        inv.arg(id).arg(token);
-        let v = self.run("ack", &inv).await?;
-        flag(&v).ok_or_else(|| self.unexpected("ack", &v))
+        Ok(matches!(
+            self.ack_many(&[(id, token)]).await?.as_slice(),
+            [true]
+        ))
+    }
+
+    /// One script call per 1,000 acks (each call is atomic).
+    async fn ack_many(&self, acks: &[(EntryId, u64)]) -> Result<Vec<bool>, StoreError> {
+        let mut out = Vec::with_capacity(acks.len());
+        for chunk in acks.chunks(ACK_BATCH) {
+            let mut inv = self.invocation(&SCRIPTS.ack);
+            for &(id, token) in chunk {
+                inv.arg(padded(id)).arg(token);
+            }
+            let v = self.run("ack", &inv).await?;
+            let flags = match &v {
+                Value::Array(items) if items.len() == chunk.len() => {
+                    items.iter().map(flag).collect::<Option<Vec<bool>>>()
+                }
+                _ => None,
+            };
+            out.extend(flags.ok_or_else(|| self.unexpected("ack", &v))?);
+        }
+        Ok(out)
     }
 
     async fn fail(
@@ -900,10 +1236,10 @@ impl Store for RedisStore {
     ) -> Result<bool, StoreError> {
         let (park, delay) = schedule_args(schedule);
         let mut inv = self.invocation(&SCRIPTS.fail);
-        inv.arg(id)
+        inv.arg(padded(id))
             .arg(token)
             .arg(kind.as_str())
-            .arg(error)
+            .arg(json_string(error))
             .arg(park)
             .arg(delay)
             .arg(HISTORY_LEN);
@@ -931,20 +1267,27 @@ impl Store for RedisStore {
         reason: &str,
     ) -> Result<bool, StoreError> {
         let mut inv = self.invocation(&SCRIPTS.quarantine);
-        inv.arg(id)
+        inv.arg(padded(id))
             .arg(token.map_or_else(String::new, |t| t.to_string()))
-            .arg(reason);
+            .arg(json_string(reason));
         let v = self.run("quarantine", &inv).await?;
         flag(&v).ok_or_else(|| self.unexpected("quarantine", &v))
     }
 
     async fn get(&self, id: EntryId) -> Result<Option<StoredEntry>, StoreError> {
         let mut inv = self.invocation(&SCRIPTS.get);
-        inv.arg(id);
-        match self.run("get", &inv).await? {
-            Value::Array(flat) if flat.is_empty() => Ok(None),
-            Value::Array(flat) => self.parse_entry(id, flat).map(Some),
-            v => Err(self.unexpected("get", &v)),
+        inv.arg(padded(id));
+        let v = self.run("get", &inv).await?;
+        match &v {
+            Value::Array(items) => match items.as_slice() {
+                [] => Ok(None),
+                [entry, deadline] => match bytes(entry) {
+                    Some(b) => self.parse_entry(id, b, deadline).map(Some),
+                    None => Err(self.unexpected("get", &v)),
+                },
+                _ => Err(self.unexpected("get", &v)),
+            },
+            _ => Err(self.unexpected("get", &v)),
         }
     }
 
@@ -968,7 +1311,11 @@ impl Store for RedisStore {
             _ => "all",
         };
         let kind = filter_arg(filter.kind.map(FailureKind::as_str));
-        let op = filter_arg(filter.operation.as_deref());
+        // Origin lines start with the operation, written by serde_json as here.
+        let op = filter
+            .operation
+            .as_deref()
+            .map_or_else(String::new, |op| format!("{{\"op\":{},", json_string(op)));
         let state = filter_arg(filter.state.map(EntryState::as_str));
         let mut cursor = after.map(|a| a.to_string()).unwrap_or_default();
         loop {
@@ -997,16 +1344,17 @@ impl Store for RedisStore {
                     let next = entries.last().map(|e| e.id);
                     return Ok(Page { entries, next });
                 }
-                let Value::Array(pair) = item else {
-                    return Err(self.unexpected("list", &item));
+                let parsed = match &item {
+                    Value::Array(triple) => match triple.as_slice() {
+                        [id, entry, deadline] => match (number(id), bytes(entry)) {
+                            (Some(id), Some(b)) => Some(self.parse_entry(id, b, deadline)),
+                            _ => None,
+                        },
+                        _ => None,
+                    },
+                    _ => None,
                 };
-                let [id, Value::Array(fields)] = <[Value; 2]>::try_from(pair)
-                    .map_err(|items| self.unexpected("list", &Value::Array(items)))?
-                else {
-                    return Err(self.unexpected("list", &Value::Nil));
-                };
-                let id = number(&id).ok_or_else(|| self.unexpected("list", &id))?;
-                entries.push(self.parse_entry(id, fields)?);
+                entries.push(parsed.ok_or_else(|| self.unexpected("list", &item))??);
             }
             let last = bytes(&last).map(|b| String::from_utf8_lossy(b).into_owned());
             match (number(&done), last) {
@@ -1024,31 +1372,54 @@ impl Store for RedisStore {
 
     async fn retry(&self, id: EntryId) -> Result<bool, StoreError> {
         let mut inv = self.invocation(&SCRIPTS.retry);
-        inv.arg(id);
+        inv.arg(padded(id));
         let v = self.run("retry", &inv).await?;
         flag(&v).ok_or_else(|| self.unexpected("retry", &v))
     }
 
     async fn discard(&self, id: EntryId) -> Result<bool, StoreError> {
         let mut inv = self.invocation(&SCRIPTS.discard);
-        inv.arg(id);
+        inv.arg(padded(id));
         let v = self.run("discard", &inv).await?;
         flag(&v).ok_or_else(|| self.unexpected("discard", &v))
     }
 
     async fn trim(&self, ttl: Duration, max_entries: u64) -> Result<Trimmed, StoreError> {
         let mut trimmed = Trimmed::default();
-        // The first call fixes the cutoff (now − ttl); the next ones reuse it.
+        // The first call fixes the cutoff (now − ttl); the next ones reuse it, and go on
+        // walking from where the previous one stopped.
         let mut cutoff = String::new();
+        let mut cursor = "0".to_owned();
         loop {
             let mut inv = self.invocation(&SCRIPTS.trim);
-            inv.arg(ms(ttl)).arg(max_entries).arg(BATCH).arg(&cutoff);
+            inv.arg(ms(ttl))
+                .arg(max_entries)
+                .arg(BATCH)
+                .arg(&cutoff)
+                .arg(&cursor);
             let v = self.run("trim", &inv).await?;
-            let Some([expired, evicted, done, c]) = ints(&v)
-                .as_deref()
-                .map(<[u64; 4]>::try_from)
-                .and_then(Result::ok)
-            else {
+            let parsed = match &v {
+                Value::Array(items) => match items.as_slice() {
+                    [expired, evicted, done, c, at] => {
+                        let at = bytes(at).and_then(|b| std::str::from_utf8(b).ok());
+                        match (
+                            number(expired),
+                            number(evicted),
+                            number(done),
+                            number(c),
+                            at,
+                        ) {
+                            (Some(x), Some(e), Some(d), Some(c), Some(at)) => {
+                                Some((x, e, d, c, at.to_owned()))
+                            }
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                },
+                _ => None,
+            };
+            let Some((expired, evicted, done, c, at)) = parsed else {
                 return Err(self.unexpected("trim", &v));
             };
             trimmed.expired += expired;
@@ -1057,6 +1428,7 @@ impl Store for RedisStore {
                 return Ok(trimmed);
             }
             cutoff = c.to_string();
+            cursor = at;
         }
     }
 
@@ -1084,7 +1456,7 @@ impl Store for RedisStore {
         let Value::Array(reply) = v else {
             return Err(self.unexpected("stats", &v));
         };
-        let items = <[Value; 9]>::try_from(reply)
+        let items = <[Value; 10]>::try_from(reply)
             .map_err(|items| self.unexpected("stats", &Value::Array(items)))?;
         let [
             now,
@@ -1095,6 +1467,7 @@ impl Store for RedisStore {
             total,
             Value::Array(kinds),
             Value::Array(counters),
+            seq,
             Value::Array(oldest),
         ] = items
         else {
@@ -1106,19 +1479,21 @@ impl Store for RedisStore {
             total: num(&total)?,
             ..StoreStats::default()
         };
+        // `due` holds the scheduled entries and the leased ones.
+        let leased = num(&leased)?;
+        let scheduled = num(&due)?.saturating_sub(leased);
         for (state, n) in [
-            (EntryState::Scheduled, &due),
-            (EntryState::Leased, &leased),
-            (EntryState::Parked, &parked),
-            (EntryState::Quarantined, &quarantined),
+            (EntryState::Scheduled, scheduled),
+            (EntryState::Leased, leased),
+            (EntryState::Parked, num(&parked)?),
+            (EntryState::Quarantined, num(&quarantined)?),
         ] {
-            let n = num(n)?;
             if n > 0 {
                 stats.by_state.insert(state, n);
             }
         }
         for (kind, n) in pairs(kinds) {
-            // Counts follow the entries' `kind` fields: a hand-edited field can leave a stray.
+            // Counts follow the entries' kinds: a hand-edited entry can leave a stray.
             match (kind.parse::<FailureKind>(), number(&n)) {
                 (Ok(k), Some(n)) if n > 0 => {
                     stats.by_kind.insert(k, n);
@@ -1128,16 +1503,14 @@ impl Store for RedisStore {
             }
         }
         stats.totals = self.totals(counters)?;
-        if let [_, score] = oldest.as_slice() {
-            let first = bytes(score)
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .and_then(|s| s.parse::<f64>().ok())
-                .filter(|f| f.is_finite() && *f >= 0.0)
-                .ok_or_else(|| self.unexpected("stats", score))?;
-            // Scores are integral milliseconds below 2^53: the conversion is exact.
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let first = first as u64;
-            stats.oldest_first_failed_ms = Some(first);
+        // Ids are taken one by one from `seq`: it counts every entry ever enqueued.
+        stats.totals.enqueued = num(&seq)?;
+        match oldest.as_slice() {
+            [] => {}
+            [_, first] if number(first).is_some() => stats.oldest_first_failed_ms = number(first),
+            [id, _] => tracing::warn!(queue = %self.inner.queue, id = ?id,
+                "the oldest dead-letter entry has no readable first failure time"),
+            _ => return Err(self.unexpected("stats", &Value::Array(oldest))),
         }
         Ok(stats)
     }
@@ -1148,7 +1521,6 @@ impl RedisStore {
         let mut t = Totals::default();
         for (field, v) in pairs(counters) {
             let slot = match field.as_str() {
-                "enqueued" => &mut t.enqueued,
                 "acked" => &mut t.acked,
                 "parked" => &mut t.parked,
                 "retried" => &mut t.retried,

@@ -4,7 +4,8 @@
 //!
 //! The behaviour shared with `MemoryStore` is covered by the common store suite; these tests
 //! cover the basics plus what only Redis has: script atomicity across connections, id order of
-//! equal scores, bounded batches, corrupt hashes, configuration checks.
+//! equal scores, one fencing token per claim call, batched acks, bounded batches, corrupt
+//! entries, configuration checks.
 
 #![allow(clippy::unwrap_used)]
 
@@ -57,11 +58,10 @@ async fn cleanup(store: &RedisStore) {
     store.purge().await.unwrap();
     let keys: Vec<String> = [
         "due",
-        "leased",
+        "leases",
         "parked",
         "quarantined",
         "all",
-        "first",
         "seq",
         "tok",
         "stats",
@@ -78,25 +78,65 @@ async fn cleanup(store: &RedisStore) {
         .unwrap();
 }
 
-async fn hset(store: &RedisStore, id: EntryId, field: &str, value: &str) {
+/// An entry's raw parts: status line, origin line, payload (see the key layout of `RedisStore`).
+async fn raw_entry(store: &RedisStore, id: EntryId) -> Option<(String, String, Vec<u8>)> {
     let mut conn = raw().await;
-    let _: () = redis::cmd("HSET")
+    let v: Option<Vec<u8>> = redis::cmd("GET")
         .arg(store.entry_key(id))
-        .arg(field)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let v = v?;
+    let mut parts = v.splitn(3, |&b| b == b'\n');
+    let status = String::from_utf8(parts.next().unwrap().to_vec()).unwrap();
+    let origin = String::from_utf8(parts.next().unwrap().to_vec()).unwrap();
+    Some((status, origin, parts.next().unwrap().to_vec()))
+}
+
+/// A field of an entry's status line, as stored.
+async fn status_field(store: &RedisStore, id: EntryId, field: &str) -> Option<serde_json::Value> {
+    let (status, _, _) = raw_entry(store, id).await?;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    status.get(field).cloned()
+}
+
+/// Replaces, by hand, the JSON value of a field of an entry (`meta` is in the origin line, the
+/// others in the status line; `hist` and `meta` are their line's last field) with `json`.
+async fn corrupt(store: &RedisStore, id: EntryId, field: &str, json: &str) {
+    let (mut status, mut origin, payload) = raw_entry(store, id).await.unwrap();
+    let line = if field == "meta" {
+        &mut origin
+    } else {
+        &mut status
+    };
+    let start = line.find(&format!("\"{field}\":")).unwrap() + field.len() + 3;
+    let end = if ["hist", "meta"].contains(&field) {
+        line.len() - 1
+    } else {
+        start + line[start..].find(',').unwrap()
+    };
+    line.replace_range(start..end, json);
+    let mut value = format!("{status}\n{origin}\n").into_bytes();
+    value.extend_from_slice(&payload);
+    let mut conn = raw().await;
+    let _: () = redis::cmd("SET")
+        .arg(store.entry_key(id))
         .arg(value)
         .query_async(&mut conn)
         .await
         .unwrap();
 }
 
-async fn hget(store: &RedisStore, id: EntryId, field: &str) -> Option<String> {
+/// The token of an entry's current lease, read from the `leases` hash (ids zero-padded).
+async fn lease_holder(store: &RedisStore, id: EntryId) -> Option<u64> {
     let mut conn = raw().await;
-    redis::cmd("HGET")
-        .arg(store.entry_key(id))
-        .arg(field)
+    let v: Option<String> = redis::cmd("HGET")
+        .arg(key(store, "leases"))
+        .arg(format!("{id:020}"))
         .query_async(&mut conn)
         .await
-        .unwrap()
+        .unwrap();
+    v.map(|v| v.split(' ').next().unwrap().parse().unwrap())
 }
 
 fn entry(op: &str, kind: FailureKind, schedule: Schedule) -> NewEntry {
@@ -283,6 +323,165 @@ async fn a_stale_token_is_refused_after_the_lease_expires() {
     assert!(store.ack(id, second.token).await.unwrap());
     let totals = store.stats().await.unwrap().totals;
     assert_eq!((totals.acked, totals.parked, totals.quarantined), (1, 0, 0));
+    cleanup(&store).await;
+}
+
+#[tokio::test]
+async fn one_claim_call_shares_one_token_and_a_new_claim_gets_another() {
+    let store = open("tokens").await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(
+            store
+                .enqueue(entry("op", FailureKind::Timeout, due_now()), 100)
+                .await
+                .unwrap(),
+        );
+    }
+    // A zero lease expires at once: the next claim hands the same entries out again.
+    let first = store.claim(4, Duration::ZERO).await.unwrap();
+    assert_eq!(first.len(), 4);
+    let t1 = first[0].token;
+    assert!(
+        first.iter().all(|l| l.token == t1),
+        "one token per claim call"
+    );
+
+    let second = store.claim(10, Duration::from_secs(30)).await.unwrap();
+    let got: BTreeSet<EntryId> = second.iter().map(|l| l.entry.id).collect();
+    assert_eq!(got, ids.iter().copied().collect::<BTreeSet<_>>());
+    let t2 = second[0].token;
+    assert!(second.iter().all(|l| l.token == t2));
+    assert!(t2 > t1, "a later claim call gets a fresh token");
+    for lease in &second {
+        assert_eq!(lease.entry.state, EntryState::Leased);
+        assert_eq!(lease.entry.attempts, 1);
+        assert_eq!(lease_holder(&store, lease.entry.id).await, Some(t2));
+    }
+    // The first holders' token is stale for the re-claimed entries.
+    let stale: Vec<(EntryId, u64)> = first.iter().map(|l| (l.entry.id, t1)).collect();
+    assert_eq!(store.ack_many(&stale).await.unwrap(), vec![false; 4]);
+    assert!(!store.ack(first[0].entry.id, t1).await.unwrap());
+    assert!(
+        !store
+            .fail(
+                first[1].entry.id,
+                t1,
+                FailureKind::Other,
+                "late",
+                Schedule::Park
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .quarantine(first[2].entry.id, Some(t1), "late")
+            .await
+            .unwrap()
+    );
+    let current: Vec<(EntryId, u64)> = second.iter().map(|l| (l.entry.id, t2)).collect();
+    assert_eq!(store.ack_many(&current).await.unwrap(), vec![true; 6]);
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.total, stats.totals.acked), (0, 6));
+    assert!(stats.by_state.is_empty() && stats.by_kind.is_empty());
+    cleanup(&store).await;
+}
+
+#[tokio::test]
+async fn ack_many_acks_current_leases_and_refuses_the_rest() {
+    let store = open("ackmany").await;
+    let kinds = [
+        FailureKind::Timeout,
+        FailureKind::ServerError,
+        FailureKind::Timeout,
+        FailureKind::RateLimited,
+    ];
+    let mut ids = Vec::new();
+    for kind in kinds {
+        ids.push(
+            store
+                .enqueue(entry("op", kind, due_now()), 100)
+                .await
+                .unwrap(),
+        );
+    }
+    let parked = store
+        .enqueue(entry("op", FailureKind::ClientError, Schedule::Park), 100)
+        .await
+        .unwrap();
+    let leases = store.claim(3, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(leases.len(), 3);
+    let t = leases[0].token;
+    let (a, b, c, d) = (ids[0], ids[1], ids[2], ids[3]);
+    assert_eq!(store.ack_many(&[]).await.unwrap(), Vec::<bool>::new());
+    let acks = [
+        (a, t),        // current
+        (b, t + 1000), // stale token
+        (d, t),        // not leased (scheduled)
+        (parked, t),   // not leased (parked)
+        (d + 1000, t), // unknown id
+        (c, t),        // current
+        (a, t),        // already acked in this batch
+    ];
+    assert_eq!(
+        store.ack_many(&acks).await.unwrap(),
+        vec![true, false, false, false, false, true, false]
+    );
+    assert_eq!(store.get(a).await.unwrap(), None);
+    assert_eq!(store.get(c).await.unwrap(), None);
+    let e = store.get(b).await.unwrap().unwrap();
+    assert_eq!(e.state, EntryState::Leased);
+    assert_eq!(e.lease_until_ms, leases[1].entry.lease_until_ms);
+    assert_eq!(
+        store.get(d).await.unwrap().unwrap().state,
+        EntryState::Scheduled
+    );
+
+    let stats = store.stats().await.unwrap();
+    assert_eq!(stats.total, 3);
+    assert_eq!(stats.totals.acked, 2);
+    assert_eq!(stats.by_state[&EntryState::Leased], 1);
+    assert_eq!(stats.by_state[&EntryState::Scheduled], 1);
+    assert_eq!(stats.by_state[&EntryState::Parked], 1);
+    // The two timeouts are gone; the others are counted still.
+    assert_eq!(stats.by_kind.get(&FailureKind::Timeout), None);
+    assert_eq!(stats.by_kind[&FailureKind::ServerError], 1);
+    assert_eq!(stats.by_kind[&FailureKind::RateLimited], 1);
+    assert_eq!(stats.by_kind[&FailureKind::ClientError], 1);
+    // Same effects as single acks: the list no longer shows them, the rest go on.
+    let page = store.list(&Filter::default(), None, 10).await.unwrap();
+    let got: Vec<EntryId> = page.entries.iter().map(|e| e.id).collect();
+    assert_eq!(got, vec![b, d, parked]);
+    assert_eq!(store.ack_many(&[(b, t)]).await.unwrap(), vec![true]);
+    assert_eq!(store.stats().await.unwrap().totals.acked, 3);
+    cleanup(&store).await;
+}
+
+#[tokio::test]
+async fn large_claims_and_ack_batches_loop_over_script_calls() {
+    let store = open("bigacks").await;
+    // More than one claim script (1,000 entries) and one ack script (1,000 acks).
+    let n = 1100;
+    for _ in 0..n {
+        store
+            .enqueue(entry("op", FailureKind::Timeout, due_now()), 10_000)
+            .await
+            .unwrap();
+    }
+    let leases = store.claim(n, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(leases.len(), n);
+    let tokens: BTreeSet<u64> = leases.iter().map(|l| l.token).collect();
+    assert_eq!(tokens.len(), 2, "two claim calls, two tokens");
+    let mut acks: Vec<(EntryId, u64)> = leases.iter().map(|l| (l.entry.id, l.token)).collect();
+    acks.push(acks[0]);
+    let done = store.ack_many(&acks).await.unwrap();
+    assert_eq!(done.len(), n + 1);
+    assert!(done[..n].iter().all(|d| *d));
+    assert!(!done[n], "acked once");
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.total, stats.totals.acked), (0, n as u64));
+    assert!(stats.by_kind.is_empty());
     cleanup(&store).await;
 }
 
@@ -680,8 +879,8 @@ async fn corrupt_entries_are_named_and_quarantined_by_claim() {
                 .unwrap(),
         );
     }
-    hset(&store, ids[0], "att", "many").await;
-    hset(&store, ids[1], "meta", "{not json").await;
+    corrupt(&store, ids[0], "att", "\"many\"").await;
+    corrupt(&store, ids[1], "meta", "\"{not json\"").await;
     for (id, field) in [(ids[0], "att"), (ids[1], "meta")] {
         match store.get(id).await {
             Err(StoreError::Corrupt(msg)) => {
@@ -704,17 +903,19 @@ async fn corrupt_entries_are_named_and_quarantined_by_claim() {
     assert_eq!(got, vec![ids[2], ids[3]]);
     for id in &ids[..2] {
         assert_eq!(
-            hget(&store, *id, "state").await.as_deref(),
-            Some("quarantined")
+            status_field(&store, *id, "state").await,
+            Some(serde_json::json!("quarantined"))
         );
         assert!(
-            hget(&store, *id, "payload").await.is_some(),
+            raw_entry(&store, *id).await.unwrap().2 == b"{\"op\":\"op\"}",
             "raw bytes kept"
         );
     }
     assert!(
-        hget(&store, ids[0], "err")
+        status_field(&store, ids[0], "err")
             .await
+            .unwrap()
+            .as_str()
             .unwrap()
             .contains("field att")
     );
@@ -739,7 +940,7 @@ async fn corrupt_entries_are_named_and_quarantined_by_claim() {
     );
 
     // `fail` refuses an entry whose history does not parse, and changes nothing.
-    hset(&store, ids[2], "hist", "oops").await;
+    corrupt(&store, ids[2], "hist", "\"oops\"").await;
     match store
         .fail(
             ids[2],
@@ -755,16 +956,86 @@ async fn corrupt_entries_are_named_and_quarantined_by_claim() {
         }
         other => panic!("expected a corrupt entry, got {other:?}"),
     }
-    assert_eq!(hget(&store, ids[2], "att").await.as_deref(), Some("1"));
     assert_eq!(
-        hget(&store, ids[2], "state").await.as_deref(),
-        Some("leased")
+        status_field(&store, ids[2], "att").await,
+        Some(serde_json::json!(1))
+    );
+    assert_eq!(
+        lease_holder(&store, ids[2]).await,
+        Some(leases[0].token),
+        "still leased"
     );
     // Operators can still remove corrupt entries.
     for id in &ids[..3] {
         assert!(store.discard(*id).await.unwrap());
     }
     assert!(store.ack(ids[3], leases[1].token).await.unwrap());
+    assert_eq!(store.stats().await.unwrap().total, 0);
+    cleanup(&store).await;
+}
+
+#[tokio::test]
+async fn stray_members_and_unreadable_entries_do_not_block_the_queue() {
+    let store = open("stray").await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(
+            store
+                .enqueue(entry("op", FailureKind::Timeout, due_now()), 100)
+                .await
+                .unwrap(),
+        );
+    }
+    let mut conn = raw().await;
+    // An entry deleted by hand leaves members in the indexes; one whose status line is not
+    // JSON cannot be read at all.
+    let _: () = redis::cmd("DEL")
+        .arg(store.entry_key(ids[0]))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (_, origin, payload) = raw_entry(&store, ids[1]).await.unwrap();
+    let mut value = format!("not json\n{origin}\n").into_bytes();
+    value.extend_from_slice(&payload);
+    let _: () = redis::cmd("SET")
+        .arg(store.entry_key(ids[1]))
+        .arg(&value)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    match store.get(ids[1]).await {
+        Err(StoreError::Corrupt(msg)) => assert!(msg.contains("field status"), "{msg}"),
+        other => panic!("expected a corrupt entry, got {other:?}"),
+    }
+    // The stray member is dropped, the unreadable entry quarantined as it is, the rest leased.
+    let leases = store.claim(10, Duration::from_secs(30)).await.unwrap();
+    let got: Vec<EntryId> = leases.iter().map(|l| l.entry.id).collect();
+    assert_eq!(got, ids[2..].to_vec());
+    let stats = store.stats().await.unwrap();
+    assert_eq!(stats.total, 3);
+    assert_eq!(stats.by_state[&EntryState::Quarantined], 1);
+    assert_eq!(stats.by_state[&EntryState::Leased], 2);
+    let kept: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(store.entry_key(ids[1]))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(kept, Some(value), "raw bytes kept");
+    // The oldest entry (the unreadable one) has no first failure time; trimming passes it over.
+    assert_eq!(stats.oldest_first_failed_ms, None);
+    let newest = leases[1].entry.first_failed_ms;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis_now(&store).await <= newest {
+        assert!(
+            Instant::now() < deadline,
+            "the Redis clock does not advance"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let t = store.trim(Duration::ZERO, 100).await.unwrap();
+    assert_eq!((t.expired, t.evicted), (2, 0));
+    assert_eq!(store.stats().await.unwrap().total, 1);
+    assert!(store.discard(ids[1]).await.unwrap());
     assert_eq!(store.stats().await.unwrap().total, 0);
     cleanup(&store).await;
 }

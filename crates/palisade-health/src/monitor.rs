@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -189,7 +189,6 @@ impl ComponentBuilder {
             running: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
             stop,
-            restarts_total: AtomicU64::new(0),
             monitor: Arc::downgrade(m),
         });
         let handle = ComponentHandle {
@@ -238,7 +237,6 @@ pub(crate) struct ComponentState {
     running: tokio::sync::Mutex<()>,
     wake: Notify,
     stop: watch::Sender<bool>,
-    restarts_total: AtomicU64,
     monitor: Weak<MonitorInner>,
 }
 
@@ -486,7 +484,6 @@ impl ComponentHandle {
             r.restart_count += 1;
             r.last_restart_error = result.as_ref().err().cloned();
         }
-        s.restarts_total.fetch_add(1, Ordering::Relaxed);
         drop(guard);
         s.wake.notify_one();
         result
@@ -747,7 +744,6 @@ async fn restart_if_due(s: &ComponentState, cfg: &CheckConfig) -> Option<Instant
         r.restart_count += 1;
         r.restart_count
     };
-    s.restarts_total.fetch_add(1, Ordering::Relaxed);
     let result = restarter.restart().await;
     let backoff = s.run.lock().backoff;
     match &result {
@@ -770,13 +766,6 @@ async fn restart_if_due(s: &ComponentState, cfg: &CheckConfig) -> Option<Instant
     });
     // Check again soon to see whether the restart helped.
     Some(Instant::now() + cfg.interval.min(backoff).max(Duration::from_millis(1)))
-}
-
-impl ComponentHandle {
-    /// Restarts so far (automatic and manual).
-    pub fn restarts_total(&self) -> u64 {
-        self.state.restarts_total.load(Ordering::Relaxed)
-    }
 }
 
 #[cfg(test)]

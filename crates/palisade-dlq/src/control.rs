@@ -6,6 +6,7 @@ use palisade_core::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::config::DlqConfig;
 use crate::failure::FailureKind;
 use crate::queue::{self, DeadLetterQueue, DlqError, Stats};
 use crate::store::{EntryId, EntryState, Filter};
@@ -92,7 +93,7 @@ pub struct DlqSnapshot {
     /// The retry worker, if one was started.
     pub worker: Option<WorkerSnapshot>,
     /// The config in force.
-    pub config: crate::config::DlqConfig,
+    pub config: DlqConfig,
 }
 
 impl<T> DeadLetterQueue<T>
@@ -107,7 +108,7 @@ where
             backend: s.store.backend(),
             stats: s.cached.lock().clone(),
             worker: s.worker.lock().as_ref().map(|w| w.snapshot()),
-            config: s.config(),
+            config: DlqConfig::clone(&s.config()),
         }
     }
 

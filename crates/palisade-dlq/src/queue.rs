@@ -215,15 +215,16 @@ impl<T> fmt::Debug for DeadLetterQueue<T> {
 pub(crate) struct Inner {
     pub name: Arc<str>,
     pub store: Arc<dyn Store>,
-    pub config: Mutex<DlqConfig>,
+    /// Shared, so the worker's loop and every push read it without copying the policies.
+    pub config: Mutex<Arc<DlqConfig>>,
     pub events: EventBus,
     pub cached: Mutex<Option<Stats>>,
     pub worker: Mutex<Option<Arc<crate::worker::WorkerState>>>,
 }
 
 impl Inner {
-    pub fn config(&self) -> DlqConfig {
-        self.config.lock().clone()
+    pub fn config(&self) -> Arc<DlqConfig> {
+        Arc::clone(&self.config.lock())
     }
 
     pub fn store_err(&self, source: StoreError) -> DlqError {
@@ -340,7 +341,7 @@ where
             inner: Arc::new(Inner {
                 name: Arc::from(self.name),
                 store,
-                config: Mutex::new(self.config),
+                config: Mutex::new(Arc::new(self.config)),
                 events: palisade_core::registry::bus_for(self.registry.as_ref(), clock),
                 cached: Mutex::new(None),
                 worker: Mutex::new(None),
@@ -390,13 +391,13 @@ where
 
     /// The config in force.
     pub fn config(&self) -> DlqConfig {
-        self.inner.config()
+        DlqConfig::clone(&self.inner.config())
     }
 
     /// Replaces the config (validated first; a running worker picks it up on its next claim).
     pub fn set_config(&self, config: DlqConfig) -> Result<(), ConfigError> {
         config.validate()?;
-        *self.inner.config.lock() = config;
+        *self.inner.config.lock() = Arc::new(config);
         self.inner.publish(EventKind::ConfigChanged {
             change: "config replaced".into(),
         });

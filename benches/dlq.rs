@@ -52,13 +52,16 @@ use palisade_dlq::{
     DeadLetterQueue, DlqConfig, Entry, Failure, FailureKind, NewEntry, RedisStore, Schedule, Store,
 };
 use redis::Value;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
 // ---------------------------------------------------------------------------------------------
 // Allocation counter. Off (one relaxed load per allocation) except around `allocs_per_call`.
 
+#[path = "support/redis.rs"]
+mod redis_support;
 mod support;
+use redis_support::{connect, quantile_us, redacted};
 use support::allocs_per_call;
 
 // ---------------------------------------------------------------------------------------------
@@ -561,15 +564,6 @@ impl RunResult {
     }
 }
 
-/// The nearest-rank `p` quantile of `sorted` (ns), in µs.
-fn quantile_us(sorted: &[u32], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (sorted.len() as f64 * p).ceil() as usize;
-    f64::from(sorted[rank.clamp(1, sorted.len()) - 1]) / 1000.0
-}
-
 /// Runs `concurrency` tasks of `contender` for one window (or until the queue is empty).
 #[allow(clippy::too_many_arguments)]
 fn run(
@@ -586,7 +580,7 @@ fn run(
     let dry = Arc::new(AtomicBool::new(false));
     let mut conn = match contender {
         Contender::Raw(q) => q.conn.clone(),
-        Contender::Palisade(_) => rt.block_on(connect(url)),
+        Contender::Palisade(_) => rt.block_on(connect(url, "the dlq bench")),
     };
     let cpu_before = rt.block_on(redis_cpu_seconds(&mut conn));
     let start = Instant::now();
@@ -661,48 +655,6 @@ fn run(
 // ---------------------------------------------------------------------------------------------
 // Set-up and the sections.
 
-/// The URL without its password, for printing.
-fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
-/// The connection settings of Palisade's store, so both contenders talk to Redis alike.
-fn connection_config() -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(1)))
-        .set_response_timeout(Some(Duration::from_secs(5)))
-        .set_min_delay(Duration::from_millis(20))
-        .set_max_delay(Duration::from_secs(1))
-        .set_number_of_retries(3)
-}
-
-/// Connects to `url` and checks that Redis answers; panics with what to do otherwise.
-async fn connect(url: &str) -> ConnectionManager {
-    let fail = |e: &dyn std::fmt::Display| -> ! {
-        panic!(
-            "the dlq bench needs Redis at {} (REDIS_URL), which is unreachable: {e}. Start one \
-             (scripts/test does), point REDIS_URL at one, or skip the bench with \
-             PALISADE_BENCH_NO_REDIS=1",
-            redacted(url)
-        )
-    };
-    let client = redis::Client::open(url).unwrap_or_else(|e| fail(&e));
-    let mut conn = ConnectionManager::new_with_config(client, connection_config())
-        .await
-        .unwrap_or_else(|e| fail(&e));
-    let pong: String = redis::cmd("PING")
-        .query_async(&mut conn)
-        .await
-        .unwrap_or_else(|e| fail(&e));
-    assert_eq!(pong, "PONG");
-    conn
-}
-
 /// CPU time Redis has used (`used_cpu_user` + `used_cpu_sys` of `INFO cpu`), in seconds.
 async fn redis_cpu_seconds(conn: &mut ConnectionManager) -> f64 {
     let info: String = redis::cmd("INFO")
@@ -755,7 +707,7 @@ fn allocation_check(url: &str, names: &mut Names, n: u64) -> serde_json::Value {
         .enable_all()
         .build()
         .unwrap();
-    let mut conn = rt.block_on(connect(url));
+    let mut conn = rt.block_on(connect(url, "the dlq bench"));
     let store = rt.block_on(fresh_store(url, names));
     let mut raw = RawQueue::new(conn.clone(), names.raw());
     let entry = new_entry();
@@ -1100,7 +1052,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let mut conn = rt.block_on(connect(&url));
+    let mut conn = rt.block_on(connect(&url, "the dlq bench"));
 
     let mut runs = enqueue_section(&rt, &conn, &url, &mut names, window);
     let enqueued: Vec<(f64, f64)> = runs

@@ -51,12 +51,15 @@ use criterion::{Criterion, criterion_group};
 use palisade::ratelimit::{
     GCRA_SCRIPT, KeyedRateLimiter, MAX_RATE, Quota, RateLimiter, RedisOptions, RedisRateLimiter,
 };
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 // ---------------------------------------------------------------------------------------------
 // Allocation counter. Off (one relaxed load per allocation) except around `allocs_per_call`.
 
+#[path = "support/redis.rs"]
+mod redis_support;
 mod support;
+use redis_support::{connect, quantile_us, redacted};
 use support::allocs_per_call;
 
 // ---------------------------------------------------------------------------------------------
@@ -429,15 +432,6 @@ impl RunResult {
     }
 }
 
-/// The nearest-rank `p` quantile of `sorted` (ns), in µs.
-fn quantile_us(sorted: &[u32], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (sorted.len() as f64 * p).ceil() as usize;
-    f64::from(sorted[rank.clamp(1, sorted.len()) - 1]) / 1000.0
-}
-
 /// Runs `callers` tasks of `contender` on `rt` for one window, spread evenly over the keys.
 fn redis_run(
     rt: &tokio::runtime::Runtime,
@@ -482,48 +476,6 @@ fn redis_run(
     }
 }
 
-/// The URL without its password, for printing.
-fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
-/// The connection settings Palisade's limiter uses, so both contenders talk to Redis alike.
-fn connection_config() -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(1)))
-        .set_response_timeout(Some(Duration::from_secs(5)))
-        .set_min_delay(Duration::from_millis(20))
-        .set_max_delay(Duration::from_secs(1))
-        .set_number_of_retries(3)
-}
-
-/// Connects to `url` and checks that Redis answers; panics with what to do otherwise.
-async fn connect(url: &str) -> ConnectionManager {
-    let fail = |e: &dyn std::fmt::Display| -> ! {
-        panic!(
-            "the distributed section needs Redis at {} (REDIS_URL), which is unreachable: {e}. \
-             Start one (scripts/test does), point REDIS_URL at one, or skip the section with \
-             PALISADE_BENCH_NO_REDIS=1",
-            redacted(url)
-        )
-    };
-    let client = redis::Client::open(url).unwrap_or_else(|e| fail(&e));
-    let mut conn = ConnectionManager::new_with_config(client, connection_config())
-        .await
-        .unwrap_or_else(|e| fail(&e));
-    let pong: String = redis::cmd("PING")
-        .query_async(&mut conn)
-        .await
-        .unwrap_or_else(|e| fail(&e));
-    assert_eq!(pong, "PONG");
-    conn
-}
-
 /// Both contenders of the distributed section, built on the current runtime.
 struct RedisSetup {
     conn: ConnectionManager,
@@ -533,7 +485,7 @@ struct RedisSetup {
 }
 
 async fn redis_setup(url: &str, key_prefix: &str) -> RedisSetup {
-    let conn = connect(url).await;
+    let conn = connect(url, "the distributed section").await;
     let quota = redis_quota();
     let limiter = RedisRateLimiter::builder(REDIS_LIMITER_NAME, url)
         .quota(quota)

@@ -75,6 +75,8 @@ pub mod config;
 pub mod counter;
 pub mod event;
 pub mod metrics;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod registry;
 
 pub use async_trait::async_trait;

@@ -56,7 +56,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use palisade_core::ConfigError;
 use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{ErrorKind, RedisError, Script, ScriptInvocation, ServerErrorKind, Value};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -786,16 +786,11 @@ impl RedisStore {
                 ),
             ));
         }
-        let client = redis::Client::open(url)
-            .map_err(|e| ConfigError::new("redis_url", format!("not a Redis URL: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_min_delay(Duration::from_millis(20))
-            .set_max_delay(Duration::from_secs(1))
-            .set_number_of_retries(3);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| ConfigError::new("redis_url", e.to_string()))?;
+        let conn = palisade_core::redis::lazy_connection(
+            url,
+            "redis_url",
+            palisade_core::redis::connection_config(),
+        )?;
         let prefix = format!("palisade:dlq:{{{queue}}}:");
         Ok(RedisStore {
             inner: Arc::new(Inner {

@@ -302,7 +302,7 @@ mod redis_check {
 
     use async_trait::async_trait;
     use palisade_core::ConfigError;
-    use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+    use redis::aio::ConnectionManager;
 
     use crate::check::{CheckResult, HealthCheck, format_latency};
 
@@ -335,24 +335,12 @@ mod redis_check {
         /// connected until the first check. Must be called inside a tokio runtime; refused,
         /// naming the field `url`, outside one or when the URL does not parse.
         pub fn new(url: &str) -> Result<RedisCheck, ConfigError> {
-            if tokio::runtime::Handle::try_current().is_err() {
-                return Err(ConfigError::new(
-                    "url",
-                    "RedisCheck::new must be called inside a tokio runtime",
-                ));
-            }
-            // Parse errors of the redis crate do not quote the URL.
-            let client = redis::Client::open(url)
-                .map_err(|e| ConfigError::new("url", format!("not a Redis URL: {e}")))?;
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(1)))
+            // A check fails fast: one reconnect attempt, shorter waits.
+            let config = palisade_core::redis::connection_config()
                 .set_response_timeout(Some(Duration::from_secs(2)))
-                .set_min_delay(Duration::from_millis(20))
                 .set_max_delay(Duration::from_millis(500))
                 .set_number_of_retries(1);
-            let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(|e| {
-                ConfigError::new("url", format!("cannot set up the connection: {e}"))
-            })?;
+            let conn = palisade_core::redis::lazy_connection(url, "url", config)?;
             Ok(RedisCheck { conn })
         }
     }

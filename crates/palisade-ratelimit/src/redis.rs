@@ -11,7 +11,7 @@ use palisade_core::{
     clock::saturating_nanos, config::ConfigError,
 };
 use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use serde::Serialize;
 
 use crate::core::Core;
@@ -199,16 +199,11 @@ impl Builder {
             self.registry.as_ref(),
             self.clock.clone(),
         )?;
-        let client = redis::Client::open(self.url.as_str())
-            .map_err(|e| ConfigError::new("redis_url", format!("not a Redis URL: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_min_delay(Duration::from_millis(20))
-            .set_max_delay(Duration::from_secs(1))
-            .set_number_of_retries(3);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| ConfigError::new("redis_url", e.to_string()))?;
+        let conn = palisade_core::redis::lazy_connection(
+            &self.url,
+            "redis_url",
+            palisade_core::redis::connection_config(),
+        )?;
         let fallback = {
             let b = KeyedRateLimiter::<String>::builder(format!("{}.fallback", core.name))
                 .quota(self.quota.share(self.options.instances));

@@ -1,0 +1,70 @@
+//! Redis connections, opened the same way by every Redis-backed component (feature `redis`):
+//! the rate limiter, the dead-letter store and the health check.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::config::ConfigError;
+
+/// The settings of Palisade's Redis connections: a connection attempt gives up after 1 s, a
+/// reply after 5 s, and a lost connection is re-established with backoff from 20 ms to 1 s, 3
+/// attempts a round (the next command starts another round). Components bound their own
+/// operations more tightly on top (the rate limiter's time budget).
+///
+/// ```
+/// # #[cfg(feature = "redis")] {
+/// let config = palisade_core::redis::connection_config().set_number_of_retries(1);
+/// # let _ = config;
+/// # }
+/// ```
+pub fn connection_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(Duration::from_secs(5)))
+        .set_min_delay(Duration::from_millis(20))
+        .set_max_delay(Duration::from_secs(1))
+        .set_number_of_retries(3)
+}
+
+/// A multiplexed, reconnecting connection to `url` that connects on first use, so a component
+/// can be built while Redis is down. Errors name `field`: outside a tokio runtime (where the
+/// redis crate would panic on its first reconnect), a URL that does not parse, or settings the
+/// connection manager refuses. The URL is never quoted (it may hold a password).
+pub fn lazy_connection(
+    url: &str,
+    field: &str,
+    config: ConnectionManagerConfig,
+) -> Result<ConnectionManager, ConfigError> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(ConfigError::new(
+            field,
+            "a Redis connection must be set up inside a tokio runtime",
+        ));
+    }
+    let client = redis::Client::open(url)
+        .map_err(|e| ConfigError::new(field, format!("not a Redis URL: {e}")))?;
+    ConnectionManager::new_lazy_with_config(client, config)
+        .map_err(|e| ConfigError::new(field, format!("cannot set up the connection: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_outside_a_runtime_and_bad_urls_naming_the_field() {
+        let err = lazy_connection("redis://127.0.0.1:6379", "redis_url", connection_config())
+            .unwrap_err();
+        assert_eq!(err.field, "redis_url");
+        assert!(err.reason.contains("tokio runtime"), "{err}");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let err = rt
+            .block_on(async { lazy_connection("http://x", "url", connection_config()) })
+            .unwrap_err();
+        assert_eq!(err.field, "url");
+        assert!(err.reason.contains("not a Redis URL"), "{err}");
+    }
+}

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use palisade_core::{ComponentKind, Registry};
 use palisade_dlq::{
@@ -67,16 +67,12 @@ where
 }
 
 /// Polls `cond` until it holds, failing the test after 30 s.
-async fn until<F, Fut>(what: &str, mut cond: F)
+async fn until<F, Fut>(what: &str, cond: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    palisade_testkit::eventually(what, Duration::from_secs(30), cond).await;
 }
 
 async fn memory_store(_name: &str) -> Arc<dyn Store> {

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use palisade_dlq::{DeadLetterQueue, DlqConfig, EntryState, Failure, RedisStore};
 use palisade_testkit::{RedisServer, connect, shared_redis, unique};
@@ -30,16 +30,13 @@ fn dlq(url: &str, queue: &str, lease: Duration) -> DeadLetterQueue<u64> {
         .unwrap()
 }
 
-async fn until<F, Fut>(what: &str, mut cond: F)
+/// Polls `cond` until it holds, failing the test after 60 s.
+async fn until<F, Fut>(what: &str, cond: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    palisade_testkit::eventually(what, Duration::from_secs(60), cond).await;
 }
 
 /// The worker process of `a_killed_worker_process_loses_nothing`: started by that test as a

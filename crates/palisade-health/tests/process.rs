@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use palisade_health::{HealthCheck, ProcessSupervisor, Restartable, Status};
 use parking_lot::Mutex;
@@ -12,11 +12,7 @@ const DEADLINE: Duration = Duration::from_secs(10);
 
 /// Polls `cond` until it holds, failing the test after `DEADLINE`.
 async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    palisade_testkit::eventually(what, DEADLINE, || std::future::ready(cond())).await;
 }
 
 /// Waits for the supervisor's change signal, failing the test after `DEADLINE`.

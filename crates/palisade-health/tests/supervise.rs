@@ -29,11 +29,7 @@ fn config(initial_backoff: Duration, max_restarts: u32) -> CheckConfig {
 }
 
 async fn until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + deadline;
-    while !cond() {
-        assert!(Instant::now() < end, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    palisade_testkit::eventually(what, deadline, || std::future::ready(cond())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

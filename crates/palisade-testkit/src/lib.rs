@@ -142,3 +142,20 @@ impl Drop for RedisServer {
         self.stop();
     }
 }
+
+pub mod alloc;
+
+/// Polls `cond` (every 10 ms of real time) until it holds, failing the test with `what` after
+/// `deadline`: for waits on real processes, real Redis and real sockets, never for logic that a
+/// paused clock can drive.
+pub async fn eventually<F, Fut>(what: &str, deadline: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + deadline;
+    while !cond().await {
+        assert!(Instant::now() < end, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

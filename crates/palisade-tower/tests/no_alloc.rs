@@ -1,15 +1,11 @@
 //! The permitted path through the layers allocates nothing: breaker, bulkhead and rate limiter
 //! (local keyed limiter keyed by `ClientIp`, and the one-bucket limiter), alone and stacked.
-#![allow(unsafe_code)] // a counting global allocator needs `unsafe impl GlobalAlloc`
 #![allow(clippy::unwrap_used)] // tests unwrap what must succeed
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use http::{Request, Response};
@@ -20,35 +16,10 @@ use palisade_tower::ratelimit::{ClientIp, GlobalKey, PeerAddr, TrustedProxies};
 use palisade_tower::{BulkheadLayer, CircuitBreakerLayer, RateLimitLayer};
 use tower::{Service, ServiceBuilder};
 
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.with(|c| c.get()) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: palisade_testkit::alloc::CountingAlloc = palisade_testkit::alloc::CountingAlloc;
 
-fn allocations_in(f: impl FnOnce()) -> usize {
-    ALLOCATIONS.store(0, Ordering::Relaxed);
-    COUNTING.with(|c| c.set(true));
-    f();
-    COUNTING.with(|c| c.set(false));
-    ALLOCATIONS.load(Ordering::Relaxed)
-}
+use palisade_testkit::alloc::allocations_in;
 
 /// `poll_ready` then `call`, each polled once with a no-op waker (everything here is ready).
 fn ready_call<S, R>(svc: &mut S, req: R) -> S::Response

@@ -48,7 +48,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use palisade_dlq::{
+use palisade::dlq::{
     DeadLetterQueue, DlqConfig, Entry, Failure, FailureKind, NewEntry, RedisStore, Schedule, Store,
 };
 use redis::Value;

@@ -1,0 +1,384 @@
+//! Assembly: builds every Palisade component from the config, starts the connectors, the retry
+//! worker and the health monitor, and serves MCP and the admin router.
+
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade::admin::AdminRouter;
+use palisade::breaker::CircuitBreaker;
+use palisade::bulkhead::Bulkhead;
+use palisade::core::{BuildError, ConfigError, Registry};
+use palisade::dlq::{DeadLetterQueue, Worker};
+use palisade::health::checks::{HttpCheck, RedisCheck, TcpCheck};
+use palisade::health::{HealthMonitor, MonitorConfig, ProcessSupervisor};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use thiserror::Error;
+
+use crate::config::{
+    ConnectorConfig, ConnectorKind, DEFAULT_PARTITION, GatewayConfig, PORT_TOKEN, SELF_TOKEN,
+};
+use crate::connector::{Backend, HttpBackend, StdioBackend};
+use crate::gateway::{Connector, DeadCall, Gateway};
+
+/// The name of the per-client rate limiter in the admin API.
+pub const RATE_LIMITER: &str = "mcp-clients";
+/// The name of the dead-letter queue of failed calls in the admin API.
+pub const DLQ: &str = "gateway-calls";
+/// The health component of Redis (when `REDIS_URL` is set).
+pub const REDIS_COMPONENT: &str = "redis";
+/// How long start-up waits for each connector to answer before serving anyway.
+const STARTUP_WAIT: Duration = Duration::from_secs(10);
+
+/// Why the gateway could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// A component could not be built.
+    #[error("cannot build a component: {0}")]
+    Build(#[from] BuildError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The admin router could not be served.
+    #[error("cannot serve the admin router: {0}")]
+    Admin(#[from] palisade::admin::ServeError),
+    /// Something else in the environment is missing.
+    #[error("{0}")]
+    Environment(String),
+}
+
+/// What the caller may set besides the config file.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// `REDIS_URL`: the dead-letter queue is kept in Redis (and a Redis health check added);
+    /// the rate limiter uses it when its backend is `redis`.
+    pub redis_url: Option<String>,
+    /// The admin token; `None` refuses every admin mutation.
+    pub admin_token: Option<String>,
+    /// The Prometheus handle for `/metrics`, when a recorder is installed.
+    pub prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The queue name of the dead-letter queue in Redis (default [`DLQ`]).
+    pub dlq_queue: Option<String>,
+}
+
+/// A running gateway.
+pub struct Running {
+    /// The MCP endpoint's address (`http://{mcp_addr}/mcp`).
+    pub mcp_addr: SocketAddr,
+    /// The admin router's address (`http://{admin_addr}/admin`).
+    pub admin_addr: SocketAddr,
+    /// The registry of every component.
+    pub registry: Registry,
+    /// The health monitor.
+    pub monitor: HealthMonitor,
+    /// The gateway.
+    pub gateway: Gateway,
+    worker: Worker,
+    admin: palisade::admin::AdminServer,
+    mcp: tokio::task::JoinHandle<()>,
+    processes: Vec<ProcessSupervisor>,
+    cancel: tokio_util::sync::CancellationToken,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("mcp_addr", &self.mcp_addr)
+            .field("admin_addr", &self.admin_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    /// Stops serving, lets the retry worker finish its calls and stops every child process.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        self.mcp.abort();
+        self.monitor.shutdown();
+        self.worker.shutdown(Duration::from_secs(5)).await;
+        if let Err(e) = self.admin.shutdown().await {
+            tracing::warn!(error = %e, "admin server did not shut down cleanly");
+        }
+        for p in &self.processes {
+            p.stop().await;
+        }
+    }
+}
+
+fn free_port() -> Result<u16, StartError> {
+    StdTcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| StartError::Environment(format!("cannot pick a free port: {e}")))
+}
+
+/// `{self}` and `{port}` replaced in a connector's command, arguments and URL.
+struct Resolved {
+    command: Option<String>,
+    args: Vec<String>,
+    url: Option<String>,
+}
+
+fn resolve(c: &ConnectorConfig, self_exe: &str) -> Result<Resolved, StartError> {
+    let uses_port = c.url.as_deref().is_some_and(|u| u.contains(PORT_TOKEN))
+        || c.args.iter().any(|a| a.contains(PORT_TOKEN));
+    let port = if uses_port {
+        free_port()?.to_string()
+    } else {
+        String::new()
+    };
+    let fill = |s: &str| s.replace(SELF_TOKEN, self_exe).replace(PORT_TOKEN, &port);
+    Ok(Resolved {
+        command: c.command.as_deref().map(fill),
+        args: c.args.iter().map(|a| fill(a)).collect(),
+        url: c.url.as_deref().map(fill),
+    })
+}
+
+fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    if authority.contains(':') {
+        authority.to_owned()
+    } else if url.starts_with("https://") {
+        format!("{authority}:443")
+    } else {
+        format!("{authority}:80")
+    }
+}
+
+async fn wait_for_tcp(addr: &str, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+/// Builds and starts the gateway described by `config`.
+pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Running, StartError> {
+    config.validate()?;
+    let self_exe: PathBuf = std::env::current_exe().map_err(|e| {
+        StartError::Environment(format!("cannot find the gateway's executable: {e}"))
+    })?;
+    let self_exe = self_exe.to_string_lossy().into_owned();
+    let registry = Registry::new();
+    let monitor = HealthMonitor::builder()
+        .config(MonitorConfig {
+            auto_restart: config.auto_restart,
+            defaults: config.health.clone(),
+        })
+        .registry(&registry)
+        .build()?;
+
+    // Partitions: one bulkhead each, plus `default` when a connector uses it unlisted.
+    let mut bulkheads = std::collections::BTreeMap::new();
+    for p in &config.partitions {
+        let b = Bulkhead::builder(&p.name)
+            .max_concurrent(p.max_concurrent)
+            .max_wait(p.max_wait)
+            .registry(&registry)
+            .build()?;
+        bulkheads.insert(p.name.clone(), b);
+    }
+    if config
+        .connectors
+        .iter()
+        .any(|c| c.partition == DEFAULT_PARTITION)
+        && !bulkheads.contains_key(DEFAULT_PARTITION)
+    {
+        let b = Bulkhead::builder(DEFAULT_PARTITION)
+            .max_concurrent(16)
+            .max_wait(Duration::from_millis(100))
+            .registry(&registry)
+            .build()?;
+        bulkheads.insert(DEFAULT_PARTITION.to_owned(), b);
+    }
+
+    let mut connectors = Vec::new();
+    let mut processes = Vec::new();
+    let mut stdio_backends = Vec::new();
+    let mut http_waits = Vec::new();
+    let mut http_checks = Vec::new();
+    let unlisted = |name: &str| ConfigError::new("partition", format!("no partition {name:?}"));
+    for c in &config.connectors {
+        let resolved = resolve(c, &self_exe)?;
+        let breaker = CircuitBreaker::builder(&c.name)
+            .config(c.breaker.clone().unwrap_or_else(|| config.breaker.clone()))
+            .registry(&registry)
+            .build()?;
+        let bulkhead = bulkheads
+            .get(&c.partition)
+            .cloned()
+            .ok_or_else(|| unlisted(&c.partition))?;
+        let backend = match c.kind {
+            ConnectorKind::Http => {
+                let url = resolved.url.clone().unwrap_or_default();
+                if let Some(program) = &resolved.command {
+                    // A process the gateway runs for this connector (the demo's upstreams).
+                    let process = c
+                        .env
+                        .iter()
+                        .fold(
+                            ProcessSupervisor::builder(format!("{}-process", c.name), program)
+                                .args(&resolved.args),
+                            |b, (k, v)| b.env(k, v),
+                        )
+                        .build();
+                    process.start().await.map_err(StartError::Environment)?;
+                    monitor
+                        .add(format!("{}-process", c.name), process.clone())
+                        .failure_threshold(1)
+                        .critical(false)
+                        .restartable(Arc::new(process.clone()))
+                        .start()?;
+                    processes.push(process);
+                    http_waits.push(host_port(&url));
+                }
+                // Added once the upstream listens (below), so it does not start out unhealthy.
+                http_checks.push((c.name.clone(), url.clone(), c.health_path.clone()));
+                Backend::Http(HttpBackend::new(&c.name, &url, &c.tools))
+            }
+            ConnectorKind::Stdio => {
+                let program = resolved.command.clone().unwrap_or_default();
+                let stdio = StdioBackend::new(&c.name, &program, &resolved.args, &c.env);
+                let process = stdio.supervisor().clone();
+                if let Err(e) = process.start().await {
+                    // Not fatal: the monitor restarts it (or reports the crash loop).
+                    tracing::error!(connector = %c.name, error = %e, "stdio server did not start");
+                }
+                monitor
+                    .add(&c.name, process.clone())
+                    .failure_threshold(1)
+                    .critical(false)
+                    .restartable(Arc::new(process.clone()))
+                    .start()?;
+                processes.push(process);
+                stdio_backends.push(stdio.clone());
+                Backend::Stdio(stdio)
+            }
+        };
+        connectors.push(Arc::new(Connector {
+            name: c.name.clone(),
+            breaker,
+            bulkhead,
+            backend,
+            timeout: c.timeout.unwrap_or(config.server.call_timeout),
+            dead_letter: c.dead_letter,
+        }));
+    }
+
+    let mut rate_limit = config.rate_limit.clone();
+    if rate_limit.redis_url.is_none() {
+        rate_limit.redis_url = options.redis_url.clone();
+    }
+    let limiter = rate_limit
+        .build(RATE_LIMITER)
+        .registry(&registry)
+        .finish()?;
+
+    let mut dlq = DeadLetterQueue::<DeadCall>::builder(options.dlq_queue.as_deref().unwrap_or(DLQ))
+        .config(config.dlq.clone())
+        .registry(&registry);
+    if let Some(url) = &options.redis_url {
+        dlq = dlq.redis(url)?;
+        monitor
+            .add(REDIS_COMPONENT, RedisCheck::new(url)?)
+            .critical(false)
+            .start()?;
+    }
+    let dlq = dlq.build()?;
+
+    let gateway = Gateway::new(connectors, limiter, dlq.clone());
+    let worker = {
+        let gateway = gateway.clone();
+        dlq.worker(move |entry| {
+            let gateway = gateway.clone();
+            async move { gateway.replay(entry).await }
+        })
+    };
+
+    // Serve only once the connectors answer, so the first calls do not fail needlessly.
+    for addr in &http_waits {
+        if !wait_for_tcp(addr, STARTUP_WAIT).await {
+            tracing::warn!(%addr, "an upstream process did not start listening in time");
+        }
+    }
+    for (name, url, health_path) in http_checks {
+        let check = match health_path {
+            Some(path) => monitor.add(&name, HttpCheck::new(&format!("{url}{path}"))?),
+            None => monitor.add(&name, TcpCheck::new(host_port(&url))),
+        };
+        check.critical(false).start()?;
+    }
+    for stdio in &stdio_backends {
+        if !stdio.wait_ready(Duration::from_secs(3)).await {
+            tracing::warn!(connector = ?stdio, "a stdio server is not ready yet; serving without its tools");
+        }
+    }
+
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let mcp_service = {
+        let gateway = gateway.clone();
+        StreamableHttpService::new(
+            move || Ok(gateway.clone()),
+            Arc::new(LocalSessionManager::default()),
+            StreamableHttpServerConfig::default().with_cancellation_token(cancel.child_token()),
+        )
+    };
+    let app = axum::Router::new().nest_service("/mcp", mcp_service);
+    let addr = config.server.mcp_addr;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr, source })?;
+    let mcp_addr = listener
+        .local_addr()
+        .map_err(|source| StartError::Listen { addr, source })?;
+    let mcp = tokio::spawn(async move {
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the MCP server stopped");
+        }
+    });
+
+    let mut admin = AdminRouter::builder(&registry).health(&monitor);
+    admin = match &options.admin_token {
+        Some(token) => admin.token(token.clone()),
+        None => admin.without_token(),
+    };
+    if let Some(handle) = options.prometheus.clone() {
+        admin = admin.prometheus(handle);
+    }
+    let admin = admin.serve(config.server.admin_addr).await?;
+    let admin_addr = admin.local_addr();
+
+    Ok(Running {
+        mcp_addr,
+        admin_addr,
+        registry,
+        monitor,
+        gateway,
+        worker,
+        admin,
+        mcp,
+        processes,
+        cancel,
+    })
+}

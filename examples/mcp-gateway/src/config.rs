@@ -1,0 +1,417 @@
+//! The gateway's configuration: a TOML file (or the embedded demo), then the environment.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use palisade::breaker::BreakerConfig;
+use palisade::core::ConfigError;
+use palisade::core::config::duration;
+use palisade::dlq::DlqConfig;
+use palisade::health::CheckConfig;
+use palisade::ratelimit::RateLimitConfig;
+use serde::Deserialize;
+
+/// The embedded demo configuration: what `cargo run -p mcp-gateway` serves with no `--config`.
+pub const DEMO_CONFIG: &str = include_str!("../demo.toml");
+
+/// Stand-in for the gateway's own executable in connector commands (the demo's connectors run
+/// `{self} flaky-upstream ...`, so nothing else has to be built or installed).
+pub const SELF_TOKEN: &str = "{self}";
+/// Stand-in, in a connector's `url` and `args`, for a free loopback port picked at start.
+pub const PORT_TOKEN: &str = "{port}";
+
+/// The whole configuration. Unknown keys are errors, so a typo never goes unnoticed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Listen addresses and the per-call timeout.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The per-client rate limit (`[rate_limit]`, palisade's `RateLimitConfig`); the key is the
+    /// client's IP address. `RATE_LIMIT_BACKEND` and `REDIS_URL` override the file.
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+    /// Every connector's circuit breaker, unless the connector has its own `breaker` table.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+    /// The dead-letter queue of failed calls and its retry worker (`[dlq]`).
+    #[serde(default)]
+    pub dlq: DlqConfig,
+    /// How connectors and Redis are checked, and how crashed child processes are restarted
+    /// (`[health]`, palisade's `CheckConfig`: `interval`, `timeout`, `failure_threshold`,
+    /// `auto_restart`, `[health.restart]` with the backoff and crash-loop limits).
+    #[serde(default)]
+    pub health: CheckConfig,
+    /// Restart crashed child processes at all: the monitor's global switch. Default true;
+    /// `HEALTH_MONITOR_AUTO_RESTART=false` turns it off at start.
+    #[serde(skip)]
+    pub auto_restart: bool,
+    /// Bulkhead partitions (`[[partitions]]`); a connector names one (default `default`,
+    /// created with 16 slots when not listed).
+    #[serde(default)]
+    pub partitions: Vec<PartitionConfig>,
+    /// The connectors (`[[connectors]]`) whose tools the gateway serves.
+    #[serde(default)]
+    pub connectors: Vec<ConnectorConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Where the MCP endpoint (`/mcp`, streamable HTTP) listens. Default `127.0.0.1:8080`.
+    pub mcp_addr: SocketAddr,
+    /// Where the admin router and dashboard listen (loopback only). Default `127.0.0.1:9090`.
+    pub admin_addr: SocketAddr,
+    /// The longest a connector call may take before it counts as a timeout. Default 10 s.
+    #[serde(with = "duration")]
+    pub call_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            mcp_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            call_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One `[[partitions]]` entry: a bulkhead shared by the connectors that name it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionConfig {
+    /// The partition's name (its bulkhead's name in the admin API).
+    pub name: String,
+    /// Calls running at once. Default 16.
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent: u32,
+    /// How long a call waits for a slot before it is refused. Default 100 ms.
+    #[serde(default = "default_max_wait", with = "duration")]
+    pub max_wait: Duration,
+}
+
+fn default_max_concurrent() -> u32 {
+    16
+}
+
+fn default_max_wait() -> Duration {
+    Duration::from_millis(100)
+}
+
+/// The partition connectors use when they name none.
+pub const DEFAULT_PARTITION: &str = "default";
+
+/// What kind of server a connector talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectorKind {
+    /// An HTTP service: a tool call is `POST {url}/tools/{tool}` with the arguments as JSON.
+    Http,
+    /// A stdio MCP server run as a child process; its tools are listed at every start.
+    Stdio,
+}
+
+/// One `[[connectors]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorConfig {
+    /// The connector's name: its tools are served as `{name}.{tool}`, and its breaker and
+    /// health component carry the name.
+    pub name: String,
+    /// `http` or `stdio`.
+    pub kind: ConnectorKind,
+    /// The bulkhead partition its calls run in. Default `default`.
+    #[serde(default = "default_partition")]
+    pub partition: String,
+    /// HTTP: the base URL (`{port}` is replaced by a free port picked at start).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// HTTP: the path checked for health (`GET`, 2xx healthy). Default: a TCP connect.
+    #[serde(default)]
+    pub health_path: Option<String>,
+    /// HTTP: the tools it serves.
+    #[serde(default)]
+    pub tools: Vec<ToolConfig>,
+    /// The program to run: the stdio server, or (HTTP) a process the gateway starts and
+    /// supervises. `{self}` is the gateway's own executable.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// Its arguments (`{port}` as in `url`).
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Extra environment variables of the process.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// This connector's breaker, instead of the global `[breaker]`.
+    #[serde(default)]
+    pub breaker: Option<BreakerConfig>,
+    /// Its call timeout, instead of `server.call_timeout`.
+    #[serde(default, with = "duration::option")]
+    pub timeout: Option<Duration>,
+    /// Failed calls that may succeed later (timeouts, 5xx, unavailable) go to the dead-letter
+    /// queue and are replayed when the connector recovers. Default true; turn it off for tools
+    /// that must not run late.
+    #[serde(default = "yes")]
+    pub dead_letter: bool,
+}
+
+fn default_partition() -> String {
+    DEFAULT_PARTITION.to_owned()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A tool of an HTTP connector.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolConfig {
+    /// The tool's name at the connector.
+    pub name: String,
+    /// What it does (shown to the model).
+    #[serde(default)]
+    pub description: String,
+    /// Its input JSON schema. Default: any object.
+    #[serde(default)]
+    pub input_schema: Option<serde_json::Value>,
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl GatewayConfig {
+    /// Parses TOML and validates it; the error names the offending key.
+    pub fn from_toml(text: &str) -> Result<GatewayConfig, ConfigError> {
+        let mut config: GatewayConfig =
+            toml::from_str(text).map_err(|e| ConfigError::new("config", e.to_string()))?;
+        config.auto_restart = true;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The embedded demo configuration.
+    pub fn demo() -> Result<GatewayConfig, ConfigError> {
+        GatewayConfig::from_toml(DEMO_CONFIG)
+    }
+
+    /// Applies `RATE_LIMIT_BACKEND`, `REDIS_URL` and `HEALTH_MONITOR_AUTO_RESTART` from `env`,
+    /// then validates again.
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = env("RATE_LIMIT_BACKEND") {
+            self.rate_limit.backend = v.parse().map_err(|_| {
+                ConfigError::new(
+                    "RATE_LIMIT_BACKEND",
+                    format!("expected memory or redis, got {v:?}"),
+                )
+            })?;
+        }
+        if let Some(url) = env("REDIS_URL").filter(|u| !u.trim().is_empty()) {
+            self.rate_limit.redis_url = Some(url);
+        }
+        if let Some(v) = env("HEALTH_MONITOR_AUTO_RESTART") {
+            self.auto_restart = match v.trim() {
+                "true" | "1" | "yes" | "on" => true,
+                "false" | "0" | "no" | "off" => false,
+                _ => {
+                    return Err(ConfigError::new(
+                        "HEALTH_MONITOR_AUTO_RESTART",
+                        format!("expected true or false, got {v:?}"),
+                    ));
+                }
+            };
+        }
+        self.validate()
+    }
+
+    /// Checks every section; the error names the offending key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.rate_limit
+            .validate()
+            .map_err(|e| e.within("rate_limit"))?;
+        self.breaker.validate().map_err(|e| e.within("breaker"))?;
+        self.dlq.validate().map_err(|e| e.within("dlq"))?;
+        self.health.validate().map_err(|e| e.within("health"))?;
+        if self.server.call_timeout.is_zero() || self.server.call_timeout > Duration::from_secs(600)
+        {
+            return Err(ConfigError::new(
+                "server.call_timeout",
+                "must be within 1ms..=600s",
+            ));
+        }
+        let mut partitions = HashSet::new();
+        for (i, p) in self.partitions.iter().enumerate() {
+            let at = |field: &str| format!("partitions[{i}].{field}");
+            if !valid_name(&p.name) {
+                return Err(ConfigError::new(
+                    at("name"),
+                    "1-64 letters, digits, '-' or '_'",
+                ));
+            }
+            if !partitions.insert(p.name.as_str()) {
+                return Err(ConfigError::new(
+                    at("name"),
+                    format!("duplicate partition {:?}", p.name),
+                ));
+            }
+            if p.max_concurrent == 0 || p.max_concurrent > palisade::bulkhead::MAX_LIMIT {
+                return Err(ConfigError::new(
+                    at("max_concurrent"),
+                    format!("must be within 1..={}", palisade::bulkhead::MAX_LIMIT),
+                ));
+            }
+            if p.max_wait > palisade::bulkhead::MAX_WAIT {
+                return Err(ConfigError::new(at("max_wait"), "too long"));
+            }
+        }
+        if self.connectors.is_empty() {
+            return Err(ConfigError::new(
+                "connectors",
+                "at least one connector is needed",
+            ));
+        }
+        let mut names = HashSet::new();
+        for (i, c) in self.connectors.iter().enumerate() {
+            let at = |field: &str| format!("connectors[{i}].{field}");
+            if !valid_name(&c.name) {
+                return Err(ConfigError::new(
+                    at("name"),
+                    "1-64 letters, digits, '-' or '_'",
+                ));
+            }
+            if !names.insert(c.name.as_str()) {
+                return Err(ConfigError::new(
+                    at("name"),
+                    format!("duplicate connector {:?}", c.name),
+                ));
+            }
+            if c.partition != DEFAULT_PARTITION && !partitions.contains(c.partition.as_str()) {
+                return Err(ConfigError::new(
+                    at("partition"),
+                    format!("no partition named {:?} in [[partitions]]", c.partition),
+                ));
+            }
+            if let Some(b) = &c.breaker {
+                b.validate().map_err(|e| e.within(&at("breaker")))?;
+            }
+            if let Some(t) = c.timeout
+                && (t.is_zero() || t > Duration::from_secs(600))
+            {
+                return Err(ConfigError::new(at("timeout"), "must be within 1ms..=600s"));
+            }
+            match c.kind {
+                ConnectorKind::Http => {
+                    let url = c.url.as_deref().unwrap_or_default();
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        return Err(ConfigError::new(
+                            at("url"),
+                            "an http:// or https:// URL is needed",
+                        ));
+                    }
+                    if c.tools.is_empty() {
+                        return Err(ConfigError::new(
+                            at("tools"),
+                            "an http connector lists its tools",
+                        ));
+                    }
+                    for (j, t) in c.tools.iter().enumerate() {
+                        if !valid_name(&t.name) {
+                            return Err(ConfigError::new(
+                                at(&format!("tools[{j}].name")),
+                                "1-64 letters, digits, '-' or '_'",
+                            ));
+                        }
+                        if let Some(s) = &t.input_schema
+                            && !s.is_object()
+                        {
+                            return Err(ConfigError::new(
+                                at(&format!("tools[{j}].input_schema")),
+                                "must be a JSON schema object",
+                            ));
+                        }
+                    }
+                    if let Some(p) = &c.health_path
+                        && !p.starts_with('/')
+                    {
+                        return Err(ConfigError::new(at("health_path"), "must start with '/'"));
+                    }
+                }
+                ConnectorKind::Stdio => {
+                    if c.command.as_deref().is_none_or(str::is_empty) {
+                        return Err(ConfigError::new(
+                            at("command"),
+                            "a stdio connector needs a command",
+                        ));
+                    }
+                    if c.url.is_some() || !c.tools.is_empty() || c.health_path.is_some() {
+                        return Err(ConfigError::new(
+                            at("kind"),
+                            "url, tools and health_path are for http connectors (a stdio server lists its own tools)",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_config_is_valid() {
+        let demo = GatewayConfig::demo().unwrap();
+        assert!(demo.connectors.len() >= 3);
+        assert!(
+            demo.connectors
+                .iter()
+                .any(|c| c.kind == ConnectorKind::Stdio)
+        );
+    }
+
+    fn err(text: &str) -> ConfigError {
+        GatewayConfig::from_toml(text).unwrap_err()
+    }
+
+    #[test]
+    fn bad_configs_name_the_key() {
+        let http = "[[connectors]]\nname = \"w\"\nkind = \"http\"\nurl = \"http://x\"\ntools = [{name = \"t\"}]\n";
+        assert!(GatewayConfig::from_toml(http).is_ok());
+        assert_eq!(err("").field, "connectors");
+        assert!(err("[bogus]\n").reason.contains("bogus"));
+        assert_eq!(
+            err(&http.replace("http://x", "ftp://x")).field,
+            "connectors[0].url"
+        );
+        assert_eq!(err(&format!("{http}{http}")).field, "connectors[1].name");
+        assert_eq!(
+            err(&format!("{http}partition = \"nope\"\n")).field,
+            "connectors[0].partition"
+        );
+        assert_eq!(
+            err("[[connectors]]\nname = \"s\"\nkind = \"stdio\"\n").field,
+            "connectors[0].command"
+        );
+        assert_eq!(
+            err(&format!("[breaker]\nhalf_open_max_calls = 0\n{http}")).field,
+            "breaker.half_open_max_calls"
+        );
+        let mut ok = GatewayConfig::from_toml(http).unwrap();
+        assert_eq!(
+            ok.apply_env(|k| (k == "RATE_LIMIT_BACKEND").then(|| "redis".into()))
+                .unwrap_err()
+                .field,
+            "rate_limit.redis_url"
+        );
+    }
+}

@@ -1,0 +1,359 @@
+//! Connectors: where a tool call goes. HTTP services, and stdio MCP servers run as supervised
+//! child processes whose tools are listed at every start.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade::dlq::Failure;
+use palisade::health::ProcessSupervisor;
+use parking_lot::Mutex;
+use rmcp::ServiceExt;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ContentBlock, ErrorCode, JsonObject, Tool,
+};
+use rmcp::service::{RoleClient, RunningService, ServiceError};
+use serde_json::Value;
+
+use crate::config::ToolConfig;
+
+/// Longest upstream error text kept in a tool error or a dead-letter entry.
+const MAX_ERROR_TEXT: usize = 512;
+/// How long a child's MCP handshake and tool listing may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a connector call did not produce a result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallError {
+    /// The upstream refused this input (HTTP 4xx other than 429, JSON-RPC invalid params):
+    /// the caller has to change the call; retrying it as is will not help.
+    Rejected(String),
+    /// A failure that may pass (timeout, 5xx, 429, unreachable, crashed child).
+    Failed(Failure),
+}
+
+fn clip(text: &str) -> String {
+    if text.len() <= MAX_ERROR_TEXT {
+        return text.to_owned();
+    }
+    let mut end = MAX_ERROR_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// The tool calls of one connector, HTTP or stdio.
+#[derive(Debug)]
+pub enum Backend {
+    /// An HTTP service.
+    Http(HttpBackend),
+    /// A stdio MCP server in a child process.
+    Stdio(StdioBackend),
+}
+
+impl Backend {
+    /// The connector's tools, by their names at the connector.
+    pub fn tools(&self) -> Vec<Tool> {
+        match self {
+            Backend::Http(h) => h.tools.clone(),
+            Backend::Stdio(s) => s.tools(),
+        }
+    }
+
+    /// Whether the connector serves `tool` (a stdio server is asked again when it is unknown:
+    /// its list may have changed since the last start).
+    pub async fn has_tool(&self, tool: &str) -> bool {
+        match self {
+            Backend::Http(h) => h.tools.iter().any(|t| t.name == tool),
+            Backend::Stdio(s) => {
+                if s.tools().iter().any(|t| t.name == tool) {
+                    return true;
+                }
+                s.relist().await;
+                s.tools().iter().any(|t| t.name == tool)
+            }
+        }
+    }
+
+    /// Calls `tool` with `args`.
+    pub async fn call(&self, tool: &str, args: JsonObject) -> Result<CallToolResult, CallError> {
+        match self {
+            Backend::Http(h) => h.call(tool, args).await,
+            Backend::Stdio(s) => s.call(tool, args).await,
+        }
+    }
+}
+
+/// An HTTP connector: `POST {base}/tools/{tool}` with the arguments as a JSON object.
+#[derive(Debug)]
+pub struct HttpBackend {
+    name: String,
+    base: String,
+    client: reqwest::Client,
+    tools: Vec<Tool>,
+}
+
+impl HttpBackend {
+    /// A connector named `name` for the service at `base` serving `tools`.
+    pub fn new(name: &str, base: &str, tools: &[ToolConfig]) -> HttpBackend {
+        let tools = tools
+            .iter()
+            .map(|t| {
+                let schema = match &t.input_schema {
+                    Some(Value::Object(map)) => map.clone(),
+                    _ => {
+                        let mut map = JsonObject::new();
+                        map.insert("type".into(), Value::from("object"));
+                        map
+                    }
+                };
+                Tool::new(t.name.clone(), t.description.clone(), Arc::new(schema))
+            })
+            .collect();
+        HttpBackend {
+            name: name.to_owned(),
+            base: base.trim_end_matches('/').to_owned(),
+            // Connections are pooled per connector; the gateway's call timeout bounds each call.
+            client: reqwest::Client::new(),
+            tools,
+        }
+    }
+
+    async fn call(&self, tool: &str, args: JsonObject) -> Result<CallToolResult, CallError> {
+        let url = format!("{}/tools/{tool}", self.base);
+        let response = self
+            .client
+            .post(&url)
+            .json(&args)
+            .send()
+            .await
+            .map_err(|e| {
+                let message = format!("{}: cannot reach {url}: {e}", self.name);
+                CallError::Failed(if e.is_timeout() {
+                    Failure::timeout(message)
+                } else {
+                    Failure::unavailable(message)
+                })
+            })?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = response.text().await.map_err(|e| {
+            CallError::Failed(Failure::unavailable(format!(
+                "{}: the answer from {url} broke off: {e}",
+                self.name
+            )))
+        })?;
+        if status.is_success() {
+            return Ok(match serde_json::from_str::<Value>(&body) {
+                Ok(value @ Value::Object(_)) => CallToolResult::structured(value),
+                _ => CallToolResult::success(vec![ContentBlock::text(body)]),
+            });
+        }
+        let message = format!("{}: {url} answered {status}: {}", self.name, clip(&body));
+        Err(match status.as_u16() {
+            429 => CallError::Failed(Failure::rate_limited(
+                message,
+                retry_after.unwrap_or(Duration::from_secs(1)),
+            )),
+            400..=499 => CallError::Rejected(message),
+            _ => CallError::Failed(Failure::server_error(message)),
+        })
+    }
+}
+
+/// The MCP client session with the current child process.
+struct Session {
+    generation: u64,
+    client: Arc<RunningService<RoleClient, ()>>,
+}
+
+#[derive(Default)]
+struct Slot {
+    generation: u64,
+    session: Option<Session>,
+    /// The tools the last successful listing returned (kept while the child restarts, so
+    /// clients still see them and get an "unavailable" error they can act on).
+    tools: Vec<Tool>,
+}
+
+/// A stdio MCP server run by a [`ProcessSupervisor`]: at every start the gateway speaks MCP over
+/// the child's stdin/stdout, lists its tools and routes calls to it. The health monitor restarts
+/// the child when it exits.
+#[derive(Clone)]
+pub struct StdioBackend {
+    name: String,
+    supervisor: ProcessSupervisor,
+    slot: Arc<Mutex<Slot>>,
+    ready: Arc<tokio::sync::Notify>,
+}
+
+impl std::fmt::Debug for StdioBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StdioBackend")
+            .field("name", &self.name)
+            .field("supervisor", &self.supervisor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StdioBackend {
+    /// A backend for the stdio server `program args` with `env`; not started yet.
+    pub fn new(
+        name: &str,
+        program: &str,
+        args: &[String],
+        env: &std::collections::BTreeMap<String, String>,
+    ) -> StdioBackend {
+        let slot = Arc::new(Mutex::new(Slot::default()));
+        let ready = Arc::new(tokio::sync::Notify::new());
+        let on_spawn = {
+            let slot = Arc::clone(&slot);
+            let ready = Arc::clone(&ready);
+            let name = name.to_owned();
+            move |child: &mut tokio::process::Child| {
+                let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+                    tracing::error!(connector = %name, "child started without stdio pipes");
+                    return;
+                };
+                let generation = {
+                    let mut s = slot.lock();
+                    s.generation += 1;
+                    s.session = None; // the old child is gone: its session too
+                    s.generation
+                };
+                let slot = Arc::clone(&slot);
+                let ready = Arc::clone(&ready);
+                let name = name.clone();
+                tokio::spawn(async move {
+                    let connect = async {
+                        let client = ().serve((stdout, stdin)).await.map_err(|e| e.to_string())?;
+                        let tools = client.list_all_tools().await.map_err(|e| e.to_string())?;
+                        Ok::<_, String>((client, tools))
+                    };
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, connect).await {
+                        Ok(Ok((client, tools))) => {
+                            tracing::info!(connector = %name, tools = tools.len(), "stdio server ready");
+                            let mut s = slot.lock();
+                            if s.generation == generation {
+                                s.tools = tools;
+                                s.session = Some(Session {
+                                    generation,
+                                    client: Arc::new(client),
+                                });
+                            }
+                            drop(s);
+                            ready.notify_waiters();
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(connector = %name, error = %e, "stdio server handshake failed")
+                        }
+                        Err(_) => tracing::warn!(
+                            connector = %name,
+                            "stdio server did not finish its handshake within {HANDSHAKE_TIMEOUT:?}"
+                        ),
+                    }
+                });
+            }
+        };
+        let supervisor = ProcessSupervisor::builder(name, program)
+            .args(args)
+            .stdin_piped(true)
+            .stdout_piped(true)
+            .on_spawn(on_spawn);
+        let supervisor = env.iter().fold(supervisor, |b, (k, v)| b.env(k, v)).build();
+        StdioBackend {
+            name: name.to_owned(),
+            supervisor,
+            slot,
+            ready,
+        }
+    }
+
+    /// The supervisor of the child process (a health check and restartable).
+    pub fn supervisor(&self) -> &ProcessSupervisor {
+        &self.supervisor
+    }
+
+    /// Waits up to `limit` for the current child to finish its handshake; false if it did not.
+    pub async fn wait_ready(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.ready.notified();
+            if self.slot.lock().session.is_some() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.slot.lock().session.is_some();
+            }
+        }
+    }
+
+    fn tools(&self) -> Vec<Tool> {
+        self.slot.lock().tools.clone()
+    }
+
+    fn session(&self) -> Option<(u64, Arc<RunningService<RoleClient, ()>>)> {
+        self.slot
+            .lock()
+            .session
+            .as_ref()
+            .map(|s| (s.generation, Arc::clone(&s.client)))
+    }
+
+    /// Lists the tools of the running child again.
+    pub async fn relist(&self) {
+        let Some((generation, client)) = self.session() else {
+            return;
+        };
+        match client.list_all_tools().await {
+            Ok(tools) => {
+                let mut s = self.slot.lock();
+                if s.generation == generation {
+                    s.tools = tools;
+                }
+            }
+            Err(e) => tracing::warn!(connector = %self.name, error = %e, "re-listing tools failed"),
+        }
+    }
+
+    async fn call(&self, tool: &str, args: JsonObject) -> Result<CallToolResult, CallError> {
+        let Some((_, client)) = self.session() else {
+            return Err(CallError::Failed(Failure::unavailable(format!(
+                "{}: the stdio server is not running (starting or restarting)",
+                self.name
+            ))));
+        };
+        let params = CallToolRequestParams::new(Cow::Owned(tool.to_owned())).with_arguments(args);
+        match client.call_tool(params).await {
+            Ok(result) => Ok(result),
+            Err(ServiceError::McpError(e))
+                if e.code == ErrorCode::INVALID_PARAMS || e.code == ErrorCode::METHOD_NOT_FOUND =>
+            {
+                Err(CallError::Rejected(format!(
+                    "{}: {}",
+                    self.name,
+                    clip(&e.message)
+                )))
+            }
+            Err(ServiceError::McpError(e)) => {
+                Err(CallError::Failed(Failure::server_error(format!(
+                    "{}: the server answered error {}: {}",
+                    self.name,
+                    e.code.0,
+                    clip(&e.message)
+                ))))
+            }
+            Err(e) => Err(CallError::Failed(Failure::unavailable(format!(
+                "{}: the stdio server did not answer: {}",
+                self.name,
+                clip(&e.to_string())
+            )))),
+        }
+    }
+}

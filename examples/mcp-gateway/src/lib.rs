@@ -1,0 +1,29 @@
+//! # mcp-gateway
+//!
+//! An MCP gateway built on Palisade: it serves, over streamable HTTP, the tools of *connectors*
+//! (HTTP services, and stdio MCP servers it runs as child processes) and protects every call:
+//!
+//! - each MCP client (by IP address) has a rate limit, local or shared through Redis;
+//! - each connector has a circuit breaker, and each partition of connectors a bulkhead;
+//! - calls that fail in a way that may pass are kept in a dead-letter queue and replayed by a
+//!   retry worker once the connector recovers;
+//! - a health monitor checks connectors (and Redis) and restarts crashed child servers, with
+//!   backoff and crash-loop protection;
+//! - refusals reach the client as tool errors with a retry time, never as a dropped session;
+//! - the admin router (JSON, dashboard, Prometheus metrics, events) runs on a loopback port.
+//!
+//! ```text
+//! cargo run -p mcp-gateway                      # the embedded demo (demo.toml)
+//! cargo run -p mcp-gateway -- --config my.toml  # your connectors
+//! ```
+//!
+//! See `docs/operations.md` for the admin requests that diagnose and fix each incident.
+
+pub mod app;
+pub mod config;
+pub mod connector;
+pub mod gateway;
+
+pub use app::{DLQ, RATE_LIMITER, REDIS_COMPONENT, Running, StartError, StartOptions, start};
+pub use config::{DEMO_CONFIG, GatewayConfig};
+pub use gateway::{DeadCall, Gateway};

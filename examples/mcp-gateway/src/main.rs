@@ -1,0 +1,170 @@
+//! The `mcp-gateway` program: see the library documentation ([`mcp_gateway`]).
+#![allow(clippy::print_stdout)] // a server program tells its user where it listens
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use mcp_gateway::{GatewayConfig, StartOptions};
+
+const USAGE: &str = "\
+usage: mcp-gateway [--config FILE]          serve (default: the embedded demo configuration)
+       mcp-gateway --print-demo-config      print the demo configuration, to start your own
+       mcp-gateway flaky-upstream [FLAGS]   run the demo upstream (see flaky-upstream --help)
+
+environment: MCP_GATEWAY_CONFIG (a config file), REDIS_URL, RATE_LIMIT_BACKEND=memory|redis,
+PALISADE_ADMIN_TOKEN (generated and printed when unset), HEALTH_MONITOR_AUTO_RESTART,
+MCP_GATEWAY_DLQ_QUEUE, LOG_LEVEL (error, warn, info, debug, trace)";
+
+fn env(key: &str) -> Option<String> {
+    std::env::var(key).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// A random admin token for a session without `PALISADE_ADMIN_TOKEN`.
+fn generate_token() -> Result<String, String> {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| format!("cannot read /dev/urandom for an admin token: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn init_logging() {
+    let level = match env("LOG_LEVEL")
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("error") => tracing::Level::ERROR,
+        Some("warn") => tracing::Level::WARN,
+        Some("debug") => tracing::Level::DEBUG,
+        Some("trace") => tracing::Level::TRACE,
+        _ => tracing::Level::INFO,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn load_config(args: &[String]) -> Result<GatewayConfig, String> {
+    let path = match args {
+        [] => env("MCP_GATEWAY_CONFIG"),
+        [flag, path] if flag == "--config" => Some(path.clone()),
+        _ => return Err(format!("unexpected arguments {args:?}\n{USAGE}")),
+    };
+    let mut config = match &path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the config file {path}: {e}"))?;
+            GatewayConfig::from_toml(&text).map_err(|e| format!("{path}: {e}"))?
+        }
+        None => GatewayConfig::demo().map_err(|e| format!("the demo config: {e}"))?,
+    };
+    config
+        .apply_env(env)
+        .map_err(|e| format!("invalid environment: {e}"))?;
+    Ok(config)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("flaky-upstream") {
+        return flaky_upstream::main_with_args(args.into_iter().skip(1));
+    }
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    if args.iter().any(|a| a == "--print-demo-config") {
+        print!("{}", mcp_gateway::DEMO_CONFIG);
+        return ExitCode::SUCCESS;
+    }
+    init_logging();
+    let config = match load_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mcp-gateway: {e}");
+            return ExitCode::from(78); // EX_CONFIG
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mcp-gateway: cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mcp-gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: GatewayConfig) -> Result<(), String> {
+    let (admin_token, generated) = match env("PALISADE_ADMIN_TOKEN") {
+        Some(t) => (t, false),
+        None => (generate_token()?, true),
+    };
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
+        .ok();
+    let options = StartOptions {
+        redis_url: env("REDIS_URL"),
+        admin_token: Some(admin_token.clone()),
+        prometheus,
+        dlq_queue: env("MCP_GATEWAY_DLQ_QUEUE"),
+    };
+    let backend = config.rate_limit.backend;
+    let running = mcp_gateway::start(config, options)
+        .await
+        .map_err(|e| e.to_string())?;
+    let admin = running.admin_addr;
+    println!("mcp-gateway ready");
+    println!("  MCP endpoint: http://{}/mcp", running.mcp_addr);
+    println!("  admin API:    http://{admin}/admin");
+    println!("  dashboard:    http://{admin}/admin/dashboard");
+    let dlq_backend = if env("REDIS_URL").is_some() {
+        "redis"
+    } else {
+        "memory"
+    };
+    let backend = format!("{backend:?}").to_lowercase();
+    println!("  backends:     rate limit {backend}, dead-letter queue {dlq_backend}");
+    if generated {
+        println!(
+            "  admin token:  {admin_token}  (generated; set PALISADE_ADMIN_TOKEN to choose one)"
+        );
+    }
+    shutdown_signal().await;
+    println!("mcp-gateway: shutting down");
+    running.shutdown().await;
+    Ok(())
+}

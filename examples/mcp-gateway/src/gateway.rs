@@ -274,6 +274,15 @@ impl Gateway {
             ));
         }
         if !connector.backend.has_tool(tool).await {
+            if connector.backend.tools().is_empty() {
+                // A stdio server that never finished starting: its tools are not known yet.
+                return Ok(tool_error(
+                    format!(
+                        "Connector {connector_name} is not running, so its tools are unknown; its health status says why. Retry later."
+                    ),
+                    json!({"error": "connector_unavailable", "tool": name, "connector": connector_name}),
+                ));
+            }
             return Err(unknown());
         }
         match connector.invoke(tool, args.clone()).await {

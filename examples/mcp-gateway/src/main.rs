@@ -1,7 +1,7 @@
 //! The `mcp-gateway` program: see the library documentation ([`mcp_gateway`]).
 #![allow(clippy::print_stdout)] // a server program tells its user where it listens
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use mcp_gateway::{GatewayConfig, StartOptions};
@@ -164,7 +164,8 @@ async fn serve(config: GatewayConfig) -> Result<(), String> {
         );
     }
     shutdown_signal().await;
-    println!("mcp-gateway: shutting down");
+    // stdout may be closed by now (a supervisor that stopped reading): never panic on it.
+    let _ = writeln!(std::io::stdout(), "mcp-gateway: shutting down");
     running.shutdown().await;
     Ok(())
 }

@@ -1,0 +1,383 @@
+//! End to end, with real processes on loopback: gateway processes started from the binary,
+//! flaky upstreams, stdio MCP servers, an rmcp client over streamable HTTP, the admin API, and
+//! (for the shared rate limit and the dead-letter queue) the Redis the test command starts.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::{
+    Gateway, SERVER, TOKEN, Upstream, call, error_code, eventually, http_connector, signal,
+    stdio_connector, text, unique,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_configuration_serves_its_tools_with_nothing_else_running() {
+    // The README's first command, on free ports: the demo's upstreams are processes the gateway
+    // starts itself.
+    let demo = mcp_gateway::DEMO_CONFIG
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:9090", "127.0.0.1:0");
+    let gw = Gateway::start(&demo, &[]).await;
+    let client = gw.client().await;
+    let mut names: Vec<String> = client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    names.sort();
+    for expected in [
+        "weather.forecast",
+        "weather.alerts",
+        "search.query",
+        "notes.echo",
+        "notes.add",
+    ] {
+        assert!(
+            names.contains(&expected.to_owned()),
+            "{expected} missing from {names:?}"
+        );
+    }
+    let forecast = call(&client, "weather.forecast", json!({"city": "Lyon"})).await;
+    assert_eq!(error_code(&forecast), None, "{forecast:?}");
+    let body = forecast.structured_content.unwrap();
+    assert_eq!(
+        (body["tool"].as_str(), body["arguments"]["city"].as_str()),
+        (Some("forecast"), Some("Lyon"))
+    );
+    let echo = call(&client, "notes.echo", json!({"text": "hello"})).await;
+    assert_eq!(text(&echo), "hello");
+    let resilience = gw.get("/resilience").await;
+    assert!(
+        resilience.to_string().contains("mcp-clients"),
+        "{resilience}"
+    );
+    drop(client);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_are_listed_and_called_and_bad_calls_are_named() {
+    let upstream = Upstream::start(&[]).await;
+    let config = format!(
+        "{SERVER}{}{}",
+        http_connector("weather", &upstream.url, ""),
+        stdio_connector("notes", &[], "")
+    );
+    let gw = Gateway::start(&config, &[]).await;
+    let client = gw.client().await;
+    let tools = client.list_all_tools().await.unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    assert!(
+        names.contains(&"weather.forecast") && names.contains(&"notes.add"),
+        "{names:?}"
+    );
+
+    let sum = call(&client, "notes.add", json!({"a": 2, "b": 40})).await;
+    assert_eq!(sum.structured_content.unwrap()["sum"], 42.0);
+    let forecast = call(&client, "weather.forecast", json!({"city": "Oslo"})).await;
+    assert_eq!(
+        forecast.structured_content.unwrap()["arguments"]["city"],
+        "Oslo"
+    );
+    assert_eq!(upstream.calls_ok().await, 1);
+
+    // Unknown tools are protocol errors that name the tool; the session survives them.
+    let params = rmcp::model::CallToolRequestParams::new("weather.nope");
+    let err = client.call_tool(params).await.unwrap_err().to_string();
+    assert!(err.contains("weather.nope"), "{err}");
+    // Bad input the upstream refuses is a tool error, and does not count against the breaker.
+    let bad = call(&client, "notes.add", json!({"a": "two"})).await;
+    assert_eq!(
+        error_code(&bad).as_deref(),
+        Some("rejected_by_upstream"),
+        "{bad:?}"
+    );
+    assert_eq!(gw.breaker_state("notes").await, "closed");
+    let again = call(&client, "notes.echo", json!({"text": "still here"})).await;
+    assert_eq!(text(&again), "still here");
+    drop(client);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_mutations_without_the_token_are_refused() {
+    let upstream = Upstream::start(&[]).await;
+    let config = format!("{SERVER}{}", http_connector("weather", &upstream.url, ""));
+    let gw = Gateway::start(&config, &[]).await;
+    let force = json!({"action": "force_open"});
+    let (status, body) = gw
+        .post("/circuit-breakers/weather", None, force.clone())
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let (status, _) = gw
+        .post(
+            "/circuit-breakers/weather",
+            Some("wrong-token"),
+            force.clone(),
+        )
+        .await;
+    assert_eq!(status, 401);
+    let (status, _) = gw
+        .post(
+            "/rate-limiters/mcp-clients",
+            None,
+            json!({"action": "set_quota", "quota": {"rate": 1}}),
+        )
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        gw.breaker_state("weather").await,
+        "closed",
+        "refused requests change nothing"
+    );
+
+    let (status, _) = gw
+        .post("/circuit-breakers/weather", Some(TOKEN), force)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(gw.breaker_state("weather").await, "forced_open");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_upstream_opens_the_breaker_which_says_when_to_retry_and_recovers() {
+    let upstream = Upstream::start(&[]).await;
+    let config = format!(
+        "{SERVER}[breaker]\nconsecutive_failures = 3\nwait_duration = \"1s\"\nhalf_open_max_calls = 1\n{}",
+        http_connector("weather", &upstream.url, "dead_letter = false")
+    );
+    let gw = Gateway::start(&config, &[]).await;
+    let client = gw.client().await;
+    upstream.control(json!({"failure_rate": 1})).await;
+
+    for _ in 0..3 {
+        let failed = call(&client, "weather.forecast", json!({})).await;
+        assert_eq!(
+            error_code(&failed).as_deref(),
+            Some("upstream_failed"),
+            "{failed:?}"
+        );
+        assert!(text(&failed).contains("503"), "{}", text(&failed));
+    }
+    let refused = call(&client, "weather.forecast", json!({})).await;
+    let opened_at = Instant::now();
+    assert_eq!(
+        error_code(&refused).as_deref(),
+        Some("breaker_open"),
+        "{refused:?}"
+    );
+    let retry_ms = refused.structured_content.as_ref().unwrap()["retry_after_ms"]
+        .as_u64()
+        .unwrap();
+    assert!((1..=1000).contains(&retry_ms), "retry after {retry_ms} ms");
+    assert!(text(&refused).contains("Retry after"), "{}", text(&refused));
+    assert_eq!(gw.breaker_state("weather").await, "open");
+    let failed_calls = upstream.control(json!({})).await["calls"]["failed"].as_u64();
+    assert_eq!(
+        failed_calls,
+        Some(3),
+        "the refused call never reached the upstream"
+    );
+
+    // After the wait the breaker admits a trial call.
+    eventually(
+        "half_open after the 1 s wait",
+        Duration::from_secs(10),
+        || async { gw.breaker_state("weather").await == "half_open" },
+    )
+    .await;
+    assert!(opened_at.elapsed() >= Duration::from_millis(retry_ms.saturating_sub(50)));
+
+    upstream.control(json!({"failure_rate": 0})).await;
+    let ok = call(&client, "weather.forecast", json!({"city": "Rome"})).await;
+    assert_eq!(error_code(&ok), None, "{ok:?}");
+    assert_eq!(gw.breaker_state("weather").await, "closed");
+    drop(client);
+    gw.stop().await;
+}
+
+const FAST_RESTARTS: &str = "[health]\ninterval = \"200ms\"\n[health.restart]\ninitial_backoff = \"100ms\"\nmax_backoff = \"400ms\"\njitter = 0.0\nmax_restarts = 3\nwindow = \"60s\"\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_stdio_server_is_restarted_and_one_that_crashes_at_start_is_stopped() {
+    // (A breaker that never trips: the calls polling for the restart would open it.)
+    let config = format!(
+        "{SERVER}{FAST_RESTARTS}[breaker]\nconsecutive_failures = 1000\n{}{}",
+        stdio_connector("notes", &[], "dead_letter = false"),
+        stdio_connector("broken", &["--crash-at-start"], "")
+    );
+    let gw = Gateway::start(&config, &[]).await;
+    let client = gw.client().await;
+    let first = call(&client, "notes.pid", json!({})).await;
+    let pid = first.structured_content.unwrap()["pid"].as_u64().unwrap();
+
+    signal(u32::try_from(pid).unwrap(), "-KILL");
+    eventually(
+        "notes answers again from a new process",
+        Duration::from_secs(20),
+        || async {
+            let r = call(&client, "notes.pid", json!({})).await;
+            r.structured_content
+                .and_then(|s| s["pid"].as_u64())
+                .is_some_and(|p| p != pid)
+        },
+    )
+    .await;
+    let notes = gw.health("notes").await;
+    assert_eq!(notes["restart_count"], 1, "{notes}");
+    assert_eq!(notes["crash_loop"], false, "{notes}");
+    let echo = call(&client, "notes.echo", json!({"text": "back"})).await;
+    assert_eq!(text(&echo), "back");
+
+    // The server that exits at every start: restarted max_restarts times, then left stopped.
+    eventually(
+        "broken is in crash-loop protection",
+        Duration::from_secs(20),
+        || async { gw.health("broken").await["crash_loop"] == true },
+    )
+    .await;
+    let broken = gw.health("broken").await;
+    assert_eq!(broken["restart_count"], 3, "{broken}");
+    assert_eq!(broken["status"], "unhealthy", "{broken}");
+    assert!(
+        broken["message"]
+            .as_str()
+            .unwrap()
+            .contains("crashing at start"),
+        "the child's last stderr line says why: {broken}"
+    );
+    let events = gw.get("/events?component=broken").await.to_string();
+    assert!(
+        events.contains("Entering crash loop protection"),
+        "{events}"
+    );
+    // Its calls fail fast with an error the client can read, not a dropped session.
+    let down = call(&client, "broken.echo", json!({"text": "x"})).await;
+    assert_eq!(
+        error_code(&down).as_deref(),
+        Some("connector_unavailable"),
+        "{down:?}"
+    );
+    assert!(text(&down).contains("broken"), "{}", text(&down));
+    drop(client);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_that_failed_while_the_upstream_was_down_are_replayed_after_recovery() {
+    let (redis_url, _conn) = palisade_testkit::shared_redis().await;
+    let queue = unique("e2e-dlq");
+    let upstream = Upstream::start(&["--failure-rate", "1"]).await;
+    let config = format!(
+        "{SERVER}[breaker]\nconsecutive_failures = 10\n{}",
+        http_connector("weather", &upstream.url, "")
+    );
+    let gw = Gateway::start(
+        &config,
+        &[
+            ("REDIS_URL", redis_url.as_str()),
+            ("MCP_GATEWAY_DLQ_QUEUE", queue.as_str()),
+        ],
+    )
+    .await;
+    let client = gw.client().await;
+    let mut ids = Vec::new();
+    for city in ["Lima", "Quito"] {
+        let failed = call(&client, "weather.forecast", json!({"city": city})).await;
+        assert_eq!(
+            error_code(&failed).as_deref(),
+            Some("upstream_failed"),
+            "{failed:?}"
+        );
+        let queued = &failed.structured_content.as_ref().unwrap()["queued"];
+        assert_eq!(queued["queue"], queue.as_str());
+        ids.push(queued["id"].as_u64().unwrap());
+        assert!(
+            text(&failed).contains("will be replayed"),
+            "{}",
+            text(&failed)
+        );
+    }
+    // Both are in the queue (in Redis), with their kind and arguments.
+    let list = gw.get(&format!("/dlq/{queue}/entries")).await;
+    let entries = list["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{list}");
+    let entry = gw.get(&format!("/dlq/{queue}/entries/{}", ids[0])).await;
+    assert_eq!(entry["kind"], "server_error", "{entry}");
+    assert_eq!(entry["payload"]["arguments"]["city"], "Lima", "{entry}");
+    assert_eq!(upstream.calls_ok().await, 0);
+
+    upstream.control(json!({"failure_rate": 0})).await;
+    eventually(
+        "the worker replays both calls",
+        Duration::from_secs(30),
+        || async { upstream.calls_ok().await == 2 },
+    )
+    .await;
+    eventually("the queue is empty", Duration::from_secs(10), || async {
+        gw.get(&format!("/dlq/{queue}/entries")).await["entries"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    })
+    .await;
+    drop(client);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_against_one_redis_share_one_rate_limit() {
+    let (redis_url, _conn) = palisade_testkit::shared_redis().await;
+    let prefix = unique("e2e-rl");
+    let upstream = Upstream::start(&[]).await;
+    // Burst 5, then one call per hour: over the test's few seconds GCRA admits exactly 5.
+    let config = format!(
+        "{SERVER}[rate_limit]\nquota = {{ rate = 1, period = \"1h\", burst = 5 }}\n[rate_limit.redis]\nkey_prefix = \"{prefix}\"\nfailure_policy = \"fail_closed\"\ntimeout = \"2s\"\n{}",
+        http_connector("weather", &upstream.url, "")
+    );
+    let env = [
+        ("REDIS_URL", redis_url.as_str()),
+        ("RATE_LIMIT_BACKEND", "redis"),
+    ];
+    let a = Gateway::start(&config, &env).await;
+    let b = Gateway::start(&config, &env).await;
+    let (ca, cb) = (a.client().await, b.client().await);
+    let mut admitted = 0;
+    let mut refused = 0;
+    for _ in 0..8 {
+        for client in [&ca, &cb] {
+            let r = call(client, "weather.forecast", json!({})).await;
+            match error_code(&r).as_deref() {
+                None => admitted += 1,
+                Some("rate_limited") => {
+                    let retry = r.structured_content.as_ref().unwrap()["retry_after_ms"]
+                        .as_u64()
+                        .unwrap();
+                    assert!(retry > 0, "{r:?}");
+                    refused += 1;
+                }
+                other => panic!("unexpected {other:?}: {r:?}"),
+            }
+        }
+    }
+    assert_eq!(
+        (admitted, refused),
+        (5, 11),
+        "burst 5 shared by both gateways"
+    );
+    assert_eq!(upstream.calls_ok().await, 5);
+    for gw in [&a, &b] {
+        let snap = gw.get("/rate-limiters/mcp-clients").await;
+        assert_eq!(snap["snapshot"]["backend"], "redis", "{snap}");
+    }
+    drop((ca, cb));
+    a.stop().await;
+    b.stop().await;
+}

@@ -381,3 +381,44 @@ async fn two_gateways_against_one_redis_share_one_rate_limit() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_partition_refuses_with_a_tool_error_while_its_call_runs() {
+    let upstream = Upstream::start(&["--latency-ms", "1500"]).await;
+    let config = format!(
+        "{SERVER}[[partitions]]\nname = \"slow\"\nmax_concurrent = 1\nmax_wait = \"10ms\"\n{}",
+        http_connector("weather", &upstream.url, "partition = \"slow\"")
+    );
+    let gw = Gateway::start(&config, &[]).await;
+    let (first, second) = (gw.client().await, gw.client().await);
+    let running = tokio::spawn(async move {
+        let r = call(&first, "weather.forecast", json!({"city": "Bern"})).await;
+        drop(first);
+        r
+    });
+    eventually(
+        "the first call holds the partition's one slot",
+        Duration::from_secs(10),
+        || async { gw.get("/bulkheads/slow").await["snapshot"]["active"] == 1 },
+    )
+    .await;
+    let refused = call(&second, "weather.forecast", json!({})).await;
+    assert_eq!(
+        error_code(&refused).as_deref(),
+        Some("partition_full"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        refused.structured_content.as_ref().unwrap()["partition"],
+        "slow"
+    );
+    let done = running.await.unwrap();
+    assert_eq!(
+        error_code(&done),
+        None,
+        "the running call is not disturbed: {done:?}"
+    );
+    assert_eq!(upstream.calls_ok().await, 1);
+    drop(second);
+    gw.stop().await;
+}

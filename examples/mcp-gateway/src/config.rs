@@ -188,6 +188,32 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// A name that is valid and not taken yet (among `seen`, of `what`s).
+fn check_name<'a>(
+    field: String,
+    name: &'a str,
+    seen: &mut HashSet<&'a str>,
+    what: &str,
+) -> Result<(), ConfigError> {
+    if !valid_name(name) {
+        return Err(ConfigError::new(field, "1-64 letters, digits, '-' or '_'"));
+    }
+    if !seen.insert(name) {
+        return Err(ConfigError::new(
+            field,
+            format!("duplicate {what} {name:?}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_timeout(field: &str, timeout: Duration) -> Result<(), ConfigError> {
+    if timeout.is_zero() || timeout > Duration::from_secs(600) {
+        return Err(ConfigError::new(field, "must be within 1ms..=600s"));
+    }
+    Ok(())
+}
+
 impl GatewayConfig {
     /// Parses TOML and validates it; the error names the offending key.
     pub fn from_toml(text: &str) -> Result<GatewayConfig, ConfigError> {
@@ -240,28 +266,11 @@ impl GatewayConfig {
         self.breaker.validate().map_err(|e| e.within("breaker"))?;
         self.dlq.validate().map_err(|e| e.within("dlq"))?;
         self.health.validate().map_err(|e| e.within("health"))?;
-        if self.server.call_timeout.is_zero() || self.server.call_timeout > Duration::from_secs(600)
-        {
-            return Err(ConfigError::new(
-                "server.call_timeout",
-                "must be within 1ms..=600s",
-            ));
-        }
+        check_timeout("server.call_timeout", self.server.call_timeout)?;
         let mut partitions = HashSet::new();
         for (i, p) in self.partitions.iter().enumerate() {
             let at = |field: &str| format!("partitions[{i}].{field}");
-            if !valid_name(&p.name) {
-                return Err(ConfigError::new(
-                    at("name"),
-                    "1-64 letters, digits, '-' or '_'",
-                ));
-            }
-            if !partitions.insert(p.name.as_str()) {
-                return Err(ConfigError::new(
-                    at("name"),
-                    format!("duplicate partition {:?}", p.name),
-                ));
-            }
+            check_name(at("name"), &p.name, &mut partitions, "partition")?;
             if p.max_concurrent == 0 || p.max_concurrent > palisade::bulkhead::MAX_LIMIT {
                 return Err(ConfigError::new(
                     at("max_concurrent"),
@@ -281,18 +290,7 @@ impl GatewayConfig {
         let mut names = HashSet::new();
         for (i, c) in self.connectors.iter().enumerate() {
             let at = |field: &str| format!("connectors[{i}].{field}");
-            if !valid_name(&c.name) {
-                return Err(ConfigError::new(
-                    at("name"),
-                    "1-64 letters, digits, '-' or '_'",
-                ));
-            }
-            if !names.insert(c.name.as_str()) {
-                return Err(ConfigError::new(
-                    at("name"),
-                    format!("duplicate connector {:?}", c.name),
-                ));
-            }
+            check_name(at("name"), &c.name, &mut names, "connector")?;
             if c.partition != DEFAULT_PARTITION && !partitions.contains(c.partition.as_str()) {
                 return Err(ConfigError::new(
                     at("partition"),
@@ -302,10 +300,8 @@ impl GatewayConfig {
             if let Some(b) = &c.breaker {
                 b.validate().map_err(|e| e.within(&at("breaker")))?;
             }
-            if let Some(t) = c.timeout
-                && (t.is_zero() || t > Duration::from_secs(600))
-            {
-                return Err(ConfigError::new(at("timeout"), "must be within 1ms..=600s"));
+            if let Some(t) = c.timeout {
+                check_timeout(&at("timeout"), t)?;
             }
             match c.kind {
                 ConnectorKind::Http => {

@@ -28,8 +28,11 @@ pub enum CallError {
     /// The upstream refused this input (HTTP 4xx other than 429, JSON-RPC invalid params):
     /// the caller has to change the call; retrying it as is will not help.
     Rejected(String),
-    /// A failure that may pass (timeout, 5xx, 429, unreachable, crashed child).
+    /// A failure that may pass (timeout, 5xx, 429, unreachable, a server not running).
     Failed(Failure),
+    /// The call reached a stdio server that then went away: it may have run, and it may be
+    /// what crashed the server, so it must not be replayed.
+    Lost(Failure),
 }
 
 fn clip(text: &str) -> String {
@@ -349,8 +352,8 @@ impl StdioBackend {
                     clip(&e.message)
                 ))))
             }
-            Err(e) => Err(CallError::Failed(Failure::unavailable(format!(
-                "{}: the stdio server did not answer: {}",
+            Err(e) => Err(CallError::Lost(Failure::unavailable(format!(
+                "{}: the stdio server went away during the call: {}",
                 self.name,
                 clip(&e.to_string())
             )))),

@@ -87,6 +87,8 @@ pub enum Outcome {
     Refused(Refusal),
     /// The call failed and may succeed later.
     Failed(Failure),
+    /// The server went away during the call: never replayed (it may be what crashed it).
+    Lost(Failure),
 }
 
 impl Connector {
@@ -136,6 +138,10 @@ impl Connector {
                     permit.failure();
                 }
                 Outcome::Failed(failure)
+            }
+            Ok(Err(CallError::Lost(failure))) => {
+                permit.failure();
+                Outcome::Lost(failure)
             }
         }
     }
@@ -297,6 +303,13 @@ impl Gateway {
             Outcome::Failed(failure) => Ok(self
                 .dead_letter(connector, tool, name, args, client, failure)
                 .await),
+            Outcome::Lost(failure) => Ok(tool_error(
+                format!(
+                    "The server went away while handling the call: {}. It was not queued for replay, because it may have run or may be what crashed the server; check before calling again.",
+                    failure.message
+                ),
+                json!({"error": "upstream_lost", "tool": name, "message": failure.message}),
+            )),
         }
     }
 
@@ -368,8 +381,19 @@ impl Gateway {
                 retry_after,
                 ..Failure::unavailable(format!("breaker of {} is {state}", call.connector))
             }),
-            Outcome::Refused(other) => Err(Failure::unavailable(format!("{other:?}"))),
+            Outcome::Refused(Refusal::PartitionFull { message, .. }) => {
+                Err(Failure::unavailable(message))
+            }
+            Outcome::Refused(Refusal::RateLimited { retry_after }) => Err(Failure::rate_limited(
+                "rate limited".to_owned(),
+                retry_after,
+            )),
             Outcome::Failed(failure) => Err(failure),
+            // The server died during the replay: park it (it may be a poison call).
+            Outcome::Lost(failure) => Err(Failure::client_error(format!(
+                "parked: the server went away during the replay, so this call may be what crashes it ({})",
+                failure.message
+            ))),
         }
     }
 }

@@ -81,7 +81,8 @@ pub enum DlqCommand {
 }
 
 /// What an operator sees of a queue without asking the store: the counts as of the last
-/// `stats` (refreshed by the worker and by every command), the worker's counters and config.
+/// `stats` (refreshed by the worker every `trim_interval`, and by every command), the worker's
+/// counters and config.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DlqSnapshot {
     /// The queue's name.

@@ -198,6 +198,10 @@ async fn run<T, F, Fut>(
             if let Err(e) = inner.trim().await {
                 tracing::warn!(queue = %inner.name, error = %e, "dead-letter retention failed");
             }
+            // The snapshot's `stats` (what the admin API and the dashboard show) as of now.
+            if let Err(e) = crate::queue::stats(&inner).await {
+                tracing::debug!(queue = %inner.name, error = %e, "stats refresh failed");
+            }
             next_trim = tokio::time::Instant::now() + cfg.trim_interval;
         }
         let free = concurrency.saturating_sub(tasks.len());

@@ -150,3 +150,37 @@ async fn thresholds_report_warn_and_critical() {
         .unwrap();
     assert_eq!(level(dlq.clone()).await, palisade_dlq::Level::Critical);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_worker_keeps_the_snapshot_counts_fresh_without_any_command() {
+    let config = DlqConfig {
+        trim_interval: Duration::from_secs(10),
+        ..DlqConfig::default()
+    };
+    let dlq = queue(config);
+    assert!(dlq.snapshot().stats.is_none(), "nothing has counted yet");
+    // Parked at once: the worker never takes it, so only the refresh can count it.
+    dlq.push("op", &1, Failure::client_error("bad input"))
+        .await
+        .unwrap();
+    let worker = dlq.worker(|_| async { Ok::<(), Failure>(()) });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(dlq.snapshot().stats.map(|s| s.store.total), Some(1));
+
+    dlq.push("op", &2, Failure::client_error("bad input"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        dlq.snapshot().stats.map(|s| s.store.total),
+        Some(1),
+        "not before the interval"
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        dlq.snapshot().stats.map(|s| s.store.total),
+        Some(2),
+        "refreshed every trim_interval"
+    );
+    worker.shutdown(Duration::from_secs(1)).await;
+}

@@ -240,13 +240,27 @@ async fn a_killed_stdio_server_is_restarted_and_one_that_crashes_at_start_is_sto
     // A call that crashes the server is reported, and not queued for replay (a poison call
     // replayed after each restart would drive the server into a crash loop).
     let poison = call(&client, "notes.crash", json!({})).await;
-    assert_eq!(error_code(&poison).as_deref(), Some("upstream_lost"), "{poison:?}");
-    let queued = gw.get("/dlq/gateway-calls/entries?operation=notes.crash").await;
-    assert_eq!(queued["entries"].as_array().map(Vec::len), Some(0), "{queued}");
-    eventually("notes restarted after the crash", Duration::from_secs(20), || async {
-        gw.health("notes").await["restart_count"] == 2
-            && error_code(&call(&client, "notes.echo", json!({"text": "x"})).await).is_none()
-    })
+    assert_eq!(
+        error_code(&poison).as_deref(),
+        Some("upstream_lost"),
+        "{poison:?}"
+    );
+    let queued = gw
+        .get("/dlq/gateway-calls/entries?operation=notes.crash")
+        .await;
+    assert_eq!(
+        queued["entries"].as_array().map(Vec::len),
+        Some(0),
+        "{queued}"
+    );
+    eventually(
+        "notes restarted after the crash",
+        Duration::from_secs(20),
+        || async {
+            gw.health("notes").await["restart_count"] == 2
+                && error_code(&call(&client, "notes.echo", json!({"text": "x"})).await).is_none()
+        },
+    )
     .await;
 
     // The server that exits at every start: restarted max_restarts times, then left stopped.

@@ -12,7 +12,8 @@ use crate::state::State;
 use crate::window::WindowSnapshot;
 
 /// Operator commands, as sent to `POST /admin/circuit-breakers/{name}`:
-/// `{"action": "reset"}`, `{"action": "force_open"}`, `{"action": "set_config", "config": {…}}`.
+/// `{"action": "reset"}`, `{"action": "force_open"}`, `{"action": "set_config", "config": {…}}`,
+/// `{"action": "update_config", "config": {"wait_duration": "30s"}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 pub enum BreakerCommand {
@@ -26,9 +27,16 @@ pub enum BreakerCommand {
     /// Admit every call and record outcomes, never trip, until reset.
     MetricsOnly,
     /// Replace the whole config (validated first; a bad field is named and nothing changes).
+    /// Fields it leaves out take the library defaults: to change a few, use `update_config`.
     SetConfig {
         /// The new config.
         config: BreakerConfig,
+    },
+    /// Change the named top-level fields and keep the others:
+    /// `{"action": "update_config", "config": {"wait_duration": "30s"}}` (validated first).
+    UpdateConfig {
+        /// The fields to change.
+        config: serde_json::Map<String, serde_json::Value>,
     },
 }
 
@@ -152,6 +160,9 @@ impl CircuitBreaker {
             BreakerCommand::Disable => self.disable(),
             BreakerCommand::MetricsOnly => self.metrics_only(),
             BreakerCommand::SetConfig { config } => self.set_config(config)?,
+            BreakerCommand::UpdateConfig { config } => {
+                self.set_config(palisade_core::config::merge_config(&self.config(), config)?)?
+            }
         }
         Ok(self.snapshot())
     }

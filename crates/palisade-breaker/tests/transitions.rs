@@ -424,6 +424,35 @@ fn set_config_validates_applies_and_reports() {
 }
 
 #[test]
+fn update_config_changes_only_the_named_fields() {
+    let clock = ManualClock::new();
+    let start = BreakerConfig {
+        consecutive_failures: 5,
+        wait_duration: secs(10),
+        ..Default::default()
+    };
+    let cb = breaker(&clock, start.clone());
+    let update = |json: &str| {
+        let cmd: BreakerCommand = serde_json::from_str(json).unwrap();
+        cb.apply(cmd)
+    };
+    let snap = update(r#"{"action":"update_config","config":{"wait_duration":"30s"}}"#).unwrap();
+    assert_eq!(snap.config.wait_duration, secs(30));
+    assert_eq!(
+        snap.config.consecutive_failures, 5,
+        "the other fields are kept"
+    );
+
+    // A misspelt field or a bad value is named, and nothing changes.
+    let e = update(r#"{"action":"update_config","config":{"wait_durations":"1s"}}"#).unwrap_err();
+    assert!(e.to_string().contains("wait_durations"), "{e}");
+    let e = update(r#"{"action":"update_config","config":{"half_open_max_calls":0}}"#).unwrap_err();
+    assert!(e.to_string().contains("half_open_max_calls"), "{e}");
+    assert_eq!(cb.config().wait_duration, secs(30));
+    assert_eq!(cb.config().half_open_max_calls, start.half_open_max_calls);
+}
+
+#[test]
 fn commands_parse_from_json_as_operators_send_them() {
     let cmd: BreakerCommand = serde_json::from_str(r#"{"action":"close"}"#).unwrap();
     assert_eq!(cmd, BreakerCommand::Reset);

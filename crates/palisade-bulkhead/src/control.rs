@@ -32,10 +32,16 @@ pub enum BulkheadCommand {
         /// On or off.
         enabled: bool,
     },
-    /// Replace the whole config.
+    /// Replace the whole config; fields it leaves out take the library defaults.
     SetConfig {
         /// The new config.
         config: BulkheadConfig,
+    },
+    /// Change the named top-level fields and keep the others:
+    /// `{"action": "update_config", "config": {"max_wait": "250ms"}}` (validated first).
+    UpdateConfig {
+        /// The fields to change.
+        config: serde_json::Map<String, serde_json::Value>,
     },
 }
 
@@ -93,6 +99,9 @@ impl Bulkhead {
             BulkheadCommand::SetMaxWait { max_wait } => self.set_max_wait(max_wait)?,
             BulkheadCommand::SetAdaptive { enabled } => self.set_adaptive(enabled)?,
             BulkheadCommand::SetConfig { config } => self.set_config(config)?,
+            BulkheadCommand::UpdateConfig { config } => {
+                self.set_config(palisade_core::config::merge_config(&self.config(), config)?)?
+            }
         }
         Ok(self.snapshot())
     }

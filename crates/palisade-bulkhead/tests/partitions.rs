@@ -107,3 +107,45 @@ fn figures_reach_the_metrics_recorder() {
     assert_eq!(value(names::BULKHEAD_REJECTED_TOTAL), Some(2.0));
     assert_eq!(value(names::BULKHEAD_TIMEOUTS_TOTAL), Some(0.0));
 }
+
+#[tokio::test]
+async fn update_config_changes_only_the_named_fields() {
+    let registry = Registry::new();
+    let b = Bulkhead::builder("search")
+        .max_concurrent(4)
+        .max_wait(Duration::from_millis(100))
+        .registry(&registry)
+        .build()
+        .unwrap();
+    let update = |config: serde_json::Value| {
+        registry.control(
+            ComponentKind::Bulkhead,
+            "search",
+            serde_json::json!({"action": "update_config", "config": config}),
+        )
+    };
+    let snap = update(serde_json::json!({"max_wait": "250ms"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            snap["max_wait_ms"].as_u64(),
+            snap["max_concurrent"].as_u64()
+        ),
+        (Some(250), Some(4))
+    );
+    assert_eq!(b.max_concurrent(), 4, "the limit is kept");
+
+    let err = update(serde_json::json!({"max_concurrent": 0}))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("max_concurrent"), "{err}");
+    let err = update(serde_json::json!({"max_concurent": 8}))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("max_concurent"), "{err}");
+    assert_eq!(
+        (b.max_concurrent(), b.config().max_wait),
+        (4, Duration::from_millis(250))
+    );
+}

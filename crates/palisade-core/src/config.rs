@@ -48,6 +48,49 @@ where
     Ok(())
 }
 
+/// `current` with the top-level fields of `patch` replaced: what an operator's "change only
+/// these fields" command (`update_config`) applies. A field `patch` does not name keeps its
+/// value; an unknown field or a value of the wrong type is an error naming it (field `config`
+/// and the parser's message). The result still needs the component's own validation.
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade_core::config::merge_config;
+///
+/// #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+/// #[serde(deny_unknown_fields)]
+/// struct Cfg { threshold: u32, #[serde(with = "palisade_core::config::duration")] wait: Duration }
+///
+/// let current = Cfg { threshold: 5, wait: Duration::from_secs(10) };
+/// let patch = serde_json::json!({"wait": "30s"});
+/// let next = merge_config(&current, patch.as_object().unwrap().clone()).unwrap();
+/// assert_eq!(next, Cfg { threshold: 5, wait: Duration::from_secs(30) });
+///
+/// let bad = serde_json::json!({"treshold": 3});
+/// assert!(merge_config(&current, bad.as_object().unwrap().clone()).unwrap_err().reason.contains("treshold"));
+/// ```
+pub fn merge_config<C>(
+    current: &C,
+    patch: serde_json::Map<String, serde_json::Value>,
+) -> Result<C, ConfigError>
+where
+    C: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let mut merged = match serde_json::to_value(current) {
+        Ok(serde_json::Value::Object(map)) => map,
+        Ok(_) => {
+            return Err(ConfigError::new(
+                "config",
+                "the config is not a JSON object",
+            ));
+        }
+        Err(e) => return Err(ConfigError::new("config", e.to_string())),
+    };
+    merged.extend(patch);
+    serde_json::from_value(serde_json::Value::Object(merged))
+        .map_err(|e| ConfigError::new("config", e.to_string()))
+}
+
 /// Returns `Err` naming `field` unless `lo <= d <= hi`.
 pub fn check_duration(
     field: &str,

@@ -193,14 +193,23 @@ pub(crate) async fn dlq_entries(
     if let Some(limit) = q.limit {
         command.insert("limit".into(), Value::from(limit));
     }
-    let page = read_command(
+    match read_command(
         &s,
         ComponentKind::DeadLetterQueue,
         &name,
         Value::Object(command),
     )
-    .await?;
-    Ok(Json(page))
+    .await
+    {
+        Ok(page) => Ok(Json(page)),
+        // The filters came from the query string: a value the queue cannot read is a bad query.
+        Err(ControlError::MalformedCommand { reason, .. }) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            format!("bad filter in the query string: {reason}"),
+        )),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `GET /admin/dlq/{queue}/entries/{id}`: the queue's `get`; an unknown id is a 404.

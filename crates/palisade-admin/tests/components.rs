@@ -366,7 +366,7 @@ async fn dlq_snapshot_entries_and_commands() {
     // Bad filters: 400; unknown queue: 404.
     send(&app, get("/admin/dlq/tool-calls/entries?kind=bogus"))
         .await
-        .assert_error(400, "malformed_command");
+        .assert_error(400, "bad_query");
     send(&app, get("/admin/dlq/tool-calls/entries?after=abc"))
         .await
         .assert_error(400, "bad_query");

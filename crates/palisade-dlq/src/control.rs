@@ -156,8 +156,23 @@ where
                 operation: None,
                 state: None,
             } => {
-                let ok = queue::retry_one(s, id).await.map_err(backend)?;
-                serde_json::json!({"retried": u64::from(ok), "failed": u64::from(!ok)})
+                if queue::retry_one(s, id).await.map_err(backend)? {
+                    serde_json::json!({"retried": 1, "failed": 0})
+                } else {
+                    // Say why: an unknown id is the operator's mistake, a leased entry is not.
+                    let entry = s.store.get(id).await.map_err(|e| backend(s.store_err(e)))?;
+                    let reason = match entry {
+                        None => format!("no entry {id} in queue '{}'", s.name),
+                        Some(e) => format!(
+                            "entry {id} is {}: only scheduled or parked entries can be retried",
+                            e.state.as_str()
+                        ),
+                    };
+                    return Err(ControlError::Rejected {
+                        action: "retry".into(),
+                        reason,
+                    });
+                }
             }
             DlqCommand::Retry {
                 id: None,

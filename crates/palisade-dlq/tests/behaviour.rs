@@ -628,6 +628,11 @@ mod cases {
             .await
             .unwrap();
         assert_eq!(r, serde_json::json!({"retried": 1, "failed": 0}));
+        // One id: an unknown one is refused by name, not counted as a failed retry.
+        let err = control(serde_json::json!({"action": "retry", "id": 987_654}))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("no entry 987654"), "{err}");
         let err = control(serde_json::json!({"action": "discard"}))
             .await
             .unwrap_err();

@@ -39,6 +39,8 @@ impl ComponentHandle {
                         action: "restart".into(),
                         reason,
                     })?;
+                // Answer with the component as it is after the restart, not before it.
+                return Ok(self.check_now().await);
             }
             HealthCommand::ResetCrashLoop => self.reset_crash_loop(),
             HealthCommand::SetAutoRestart { enabled } => self.set_auto_restart(enabled),

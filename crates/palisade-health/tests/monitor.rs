@@ -416,3 +416,38 @@ async fn an_open_breaker_is_a_degraded_dependency_not_a_dead_process() {
     step(30.0).await;
     assert!(rec.times().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_manual_restart_answers_with_the_component_after_the_restart() {
+    let registry = Registry::new();
+    let m = monitor(&registry);
+    let dial = Dial::default();
+    dial.set(Status::Unhealthy);
+    let rec = Recorder::new();
+    let c = m
+        .add("notes", dial.clone())
+        .config(CheckConfig {
+            auto_restart: false,
+            ..config(60_000, 1, policy(1000, 2.0, 8000, 5))
+        })
+        .restartable(rec.clone())
+        .start()
+        .unwrap();
+    step(0.1).await;
+    assert_eq!(c.snapshot().status, Some(Status::Unhealthy));
+
+    // The restart fixes it (the dial stands for the restarted process); the next scheduled
+    // check is a minute away, yet the answer already shows the component as it is now.
+    dial.set(Status::Healthy);
+    let out = registry
+        .control(
+            ComponentKind::Health,
+            "notes",
+            serde_json::json!({"action": "restart"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rec.times().len(), 1);
+    assert_eq!(out["status"], "healthy", "{out}");
+    assert_eq!(out["restart_count"], 1, "{out}");
+}

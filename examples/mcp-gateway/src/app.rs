@@ -13,6 +13,7 @@ use palisade::core::{BuildError, ConfigError, Registry};
 use palisade::dlq::{DeadLetterQueue, Worker};
 use palisade::health::checks::{HttpCheck, RedisCheck, TcpCheck};
 use palisade::health::{HealthMonitor, MonitorConfig, ProcessSupervisor};
+use palisade::tower::ratelimit::ClientIp;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use thiserror::Error;
@@ -69,6 +70,8 @@ pub struct StartOptions {
     pub prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// The queue name of the dead-letter queue in Redis (default [`DLQ`]).
     pub dlq_queue: Option<String>,
+    /// How a client's address is found (`TRUSTED_PROXIES`); default: the peer address.
+    pub client_ip: Option<ClientIp>,
 }
 
 /// A running gateway.
@@ -302,7 +305,11 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
     }
     let dlq = dlq.build()?;
 
-    let gateway = Gateway::new(connectors, limiter, dlq.clone());
+    let client_ip = options
+        .client_ip
+        .clone()
+        .unwrap_or_else(ClientIp::peer_only);
+    let gateway = Gateway::new(connectors, limiter, dlq.clone(), client_ip);
     let worker = {
         let gateway = gateway.clone();
         dlq.worker(move |entry| {

@@ -11,6 +11,7 @@ use palisade::breaker::CircuitBreaker;
 use palisade::bulkhead::Bulkhead;
 use palisade::dlq::{DeadLetterQueue, Entry, Failure, FailureKind};
 use palisade::ratelimit::Limiter;
+use palisade::tower::ratelimit::ClientIp;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
@@ -157,6 +158,7 @@ struct Inner {
     connectors: BTreeMap<String, Arc<Connector>>,
     limiter: Limiter,
     dlq: DeadLetterQueue<DeadCall>,
+    client_ip: ClientIp,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -215,11 +217,13 @@ fn refusal_result(tool: &str, refusal: &Refusal) -> CallToolResult {
 }
 
 impl Gateway {
-    /// A gateway over `connectors`, limiting clients with `limiter`, dead-lettering to `dlq`.
+    /// A gateway over `connectors`, limiting clients with `limiter` (keyed by the address
+    /// `client_ip` resolves), dead-lettering to `dlq`.
     pub fn new(
         connectors: Vec<Arc<Connector>>,
         limiter: Limiter,
         dlq: DeadLetterQueue<DeadCall>,
+        client_ip: ClientIp,
     ) -> Gateway {
         Gateway {
             inner: Arc::new(Inner {
@@ -229,6 +233,7 @@ impl Gateway {
                     .collect(),
                 limiter,
                 dlq,
+                client_ip,
             }),
         }
     }
@@ -398,16 +403,16 @@ impl Gateway {
     }
 }
 
-/// The client's IP address, from the HTTP request rmcp hands to the handler.
-fn client_of(context: &RequestContext<RoleServer>) -> String {
-    context
-        .extensions
-        .get::<axum::http::request::Parts>()
-        .and_then(|parts| parts.extensions.get::<ConnectInfo<SocketAddr>>())
-        .map_or_else(
-            || "unknown".to_owned(),
-            |ConnectInfo(addr)| addr.ip().to_string(),
-        )
+/// The client's IP address, from the HTTP request rmcp hands to the handler: the peer address,
+/// or behind a trusted proxy (`TRUSTED_PROXIES`) the right-most untrusted `X-Forwarded-For` entry.
+fn client_of(client_ip: &ClientIp, context: &RequestContext<RoleServer>) -> String {
+    let Some(parts) = context.extensions.get::<axum::http::request::Parts>() else {
+        return "unknown".to_owned();
+    };
+    match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+        Some(ConnectInfo(peer)) => client_ip.resolve(peer.ip(), &parts.headers).to_string(),
+        None => "unknown".to_owned(),
+    }
 }
 
 impl ServerHandler for Gateway {
@@ -430,7 +435,7 @@ impl ServerHandler for Gateway {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let client = client_of(&context);
+        let client = client_of(&self.inner.client_ip, &context);
         let args = request.arguments.unwrap_or_default();
         self.call(&client, &request.name, args)
             .await

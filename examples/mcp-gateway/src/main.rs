@@ -13,7 +13,8 @@ usage: mcp-gateway [--config FILE]          serve (default: the embedded demo co
 
 environment: MCP_GATEWAY_CONFIG (a config file), REDIS_URL, RATE_LIMIT_BACKEND=memory|redis,
 PALISADE_ADMIN_TOKEN (generated and printed when unset), HEALTH_MONITOR_AUTO_RESTART,
-MCP_GATEWAY_DLQ_QUEUE, LOG_LEVEL (error, warn, info, debug, trace)";
+MCP_GATEWAY_DLQ_QUEUE, TRUSTED_PROXIES (proxies whose X-Forwarded-For names the client),
+LOG_LEVEL (error, warn, info, debug, trace)";
 
 fn env(key: &str) -> Option<String> {
     std::env::var(key).ok().filter(|v| !v.trim().is_empty())
@@ -141,6 +142,10 @@ async fn serve(config: GatewayConfig) -> Result<(), String> {
         admin_token: Some(admin_token.clone()),
         prometheus,
         dlq_queue: env("MCP_GATEWAY_DLQ_QUEUE"),
+        client_ip: Some(
+            palisade::tower::ratelimit::ClientIp::from_env()
+                .map_err(|e| format!("invalid environment: {e}"))?,
+        ),
     };
     let backend = config.rate_limit.backend;
     let running = mcp_gateway::start(config, options)

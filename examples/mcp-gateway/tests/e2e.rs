@@ -448,3 +448,43 @@ async fn a_full_partition_refuses_with_a_tool_error_while_its_call_runs() {
     drop(second);
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_each_client_has_its_own_limit() {
+    let upstream = Upstream::start(&[]).await;
+    let config = format!(
+        "{SERVER}[rate_limit]\nquota = {{ rate = 1, period = \"1h\", burst = 2 }}\n{}",
+        http_connector("weather", &upstream.url, "")
+    );
+    // Three calls of client A, then one of client B, through the same proxy (127.0.0.1).
+    async fn codes(gw: &Gateway) -> Vec<Option<String>> {
+        let (a, b) = (
+            gw.client_via_proxy("203.0.113.1").await,
+            gw.client_via_proxy("203.0.113.2").await,
+        );
+        let mut out = Vec::new();
+        for client in [&a, &a, &a, &b] {
+            out.push(error_code(
+                &call(client, "weather.forecast", json!({})).await,
+            ));
+        }
+        out
+    }
+    let limited = Some("rate_limited".to_owned());
+    let trusting = Gateway::start(&config, &[("TRUSTED_PROXIES", "127.0.0.1")]).await;
+    assert_eq!(
+        codes(&trusting).await,
+        [None, None, limited.clone(), None],
+        "one bucket per client"
+    );
+    trusting.stop().await;
+
+    // Without TRUSTED_PROXIES the header is not believed: everyone is the proxy's address.
+    let plain = Gateway::start(&config, &[]).await;
+    assert_eq!(
+        codes(&plain).await,
+        [None, None, limited.clone(), limited],
+        "a forged header changes nothing"
+    );
+    plain.stop().await;
+}

@@ -189,6 +189,21 @@ impl Gateway {
             .expect("MCP handshake with the gateway")
     }
 
+    /// An MCP client session whose requests carry `X-Forwarded-For: {forwarded_for}`.
+    pub async fn client_via_proxy(&self, forwarded_for: &str) -> RunningService<RoleClient, ()> {
+        use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+        let mut headers = std::collections::HashMap::new();
+        headers.insert(
+            http::HeaderName::from_static("x-forwarded-for"),
+            http::HeaderValue::from_str(forwarded_for).unwrap(),
+        );
+        let config =
+            StreamableHttpClientTransportConfig::with_uri(self.mcp.clone()).custom_headers(headers);
+        ().serve(StreamableHttpClientTransport::from_config(config))
+            .await
+            .expect("MCP handshake with the gateway")
+    }
+
     /// `GET {admin}{path}` as JSON.
     pub async fn get(&self, path: &str) -> Value {
         let response = reqwest::get(format!("{}{path}", self.admin)).await.unwrap();

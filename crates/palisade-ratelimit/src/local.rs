@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use palisade_core::{BuildError, EventBus, EventKind, Registry, SharedClock, config::ConfigError};
+use palisade_core::{
+    BuildError, EventBus, EventKind, Registry, SharedClock, StripedCounter, config::ConfigError,
+};
 
 use crate::core::Core;
 use crate::error::{RateLimitError, RateLimited};
@@ -36,7 +38,7 @@ struct Direct {
     tat: AtomicU64,
     /// Cells admitted. Beside `tat`, on the cache line every admission has just written: with
     /// one bucket there is nothing to gain from striping, and this saves the stripe lookup.
-    permitted: AtomicU64,
+    permitted: StripedCounter,
     core: Core,
 }
 
@@ -85,7 +87,7 @@ impl Builder {
         let limiter = RateLimiter {
             inner: Arc::new(Direct {
                 tat: AtomicU64::new(0),
-                permitted: AtomicU64::new(0),
+                permitted: StripedCounter::new(),
                 core,
             }),
         };
@@ -114,7 +116,7 @@ impl RateLimiter {
         let g = core.gcra();
         match admit(&self.inner.tat, g, core.time.now(), 1).2 {
             Verdict::Allow(_) => {
-                self.inner.permitted.fetch_add(1, Ordering::Relaxed);
+                self.inner.permitted.incr();
                 Ok(())
             }
             Verdict::Deny(wait) => Err(core.limited(g, wait)),
@@ -138,9 +140,7 @@ impl RateLimiter {
         let (tat, now, verdict) = admit(&self.inner.tat, g, core.time.now(), n);
         match verdict {
             Verdict::Allow(_) => {
-                self.inner
-                    .permitted
-                    .fetch_add(u64::from(n), Ordering::Relaxed);
+                self.inner.permitted.add(u64::from(n));
             }
             Verdict::Deny(_) => core.rejected.add(u64::from(n)),
         }
@@ -200,7 +200,7 @@ impl RateLimiter {
 
     /// Requests admitted so far.
     pub fn permitted_total(&self) -> u64 {
-        self.inner.permitted.load(Ordering::Relaxed)
+        self.inner.permitted.get()
     }
 
     /// How long until the bucket is full again; zero when idle.

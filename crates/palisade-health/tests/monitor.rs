@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use palisade_core::{ComponentKind, EventFilter, EventKind, Registry, TokioClock};
 use palisade_health::{
-    CRASH_LOOP_MESSAGE, CheckConfig, CheckResult, HealthCheck, HealthMonitor, MonitorConfig,
-    RestartPolicy, Restartable, Status, async_trait,
+    CRASH_LOOP_MESSAGE, CheckConfig, CheckResult, ComponentHandle, HealthCheck, HealthMonitor,
+    MonitorConfig, RestartPolicy, Restartable, Status, async_trait,
 };
 use parking_lot::Mutex;
 use tokio::time::{Instant, sleep};
@@ -99,6 +99,33 @@ fn monitor(registry: &Registry) -> HealthMonitor {
         .unwrap()
 }
 
+/// A monitor with one restartable component `name` under `cfg`, whose check starts unhealthy:
+/// the registry, the monitor, the dial that steers the check, the recorder of restarts and the
+/// component's handle.
+fn failing(
+    name: &str,
+    cfg: CheckConfig,
+) -> (
+    Registry,
+    HealthMonitor,
+    Dial,
+    Arc<Recorder>,
+    ComponentHandle,
+) {
+    let registry = Registry::new();
+    let m = monitor(&registry);
+    let dial = Dial::default();
+    dial.set(Status::Unhealthy);
+    let rec = Recorder::new();
+    let c = m
+        .add(name, dial.clone())
+        .config(cfg)
+        .restartable(rec.clone())
+        .start()
+        .unwrap();
+    (registry, m, dial, rec, c)
+}
+
 /// Lets the loops run at the current instant, then steps to just after `secs` more.
 async fn step(secs: f64) {
     sleep(Duration::from_secs_f64(secs)).await;
@@ -164,17 +191,8 @@ async fn thresholds_decide_and_flapping_never_trips() {
 
 #[tokio::test(start_paused = true)]
 async fn restart_backoff_grows_to_its_cap_and_resets_after_a_stable_period() {
-    let registry = Registry::new();
-    let m = monitor(&registry);
-    let dial = Dial::default();
-    dial.set(Status::Unhealthy);
-    let rec = Recorder::new();
-    let c = m
-        .add("worker", dial.clone())
-        .config(config(100, 1, policy(1000, 2.0, 8000, 100)))
-        .restartable(rec.clone())
-        .start()
-        .unwrap();
+    let (_registry, _m, dial, rec, c) =
+        failing("worker", config(100, 1, policy(1000, 2.0, 8000, 100)));
     step(30.5).await;
     // First restart at once, then 1 s, 2 s, 4 s, 8 s, 8 s (capped) apart.
     assert_eq!(rec.times(), [0.0, 1.0, 3.0, 7.0, 15.0, 23.0]);
@@ -198,17 +216,8 @@ async fn restart_backoff_grows_to_its_cap_and_resets_after_a_stable_period() {
 
 #[tokio::test(start_paused = true)]
 async fn too_many_restarts_enter_crash_loop_until_an_operator_resets_it() {
-    let registry = Registry::new();
-    let m = monitor(&registry);
-    let dial = Dial::default();
-    dial.set(Status::Unhealthy);
-    let rec = Recorder::new();
-    let c = m
-        .add("mcp-github", dial.clone())
-        .config(config(100, 1, policy(1000, 1.0, 1000, 3)))
-        .restartable(rec.clone())
-        .start()
-        .unwrap();
+    let (registry, m, _dial, rec, c) =
+        failing("mcp-github", config(100, 1, policy(1000, 1.0, 1000, 3)));
     step(3.5).await;
     assert_eq!(rec.times(), [0.0, 1.0, 2.0]);
     let s = c.snapshot();
@@ -419,20 +428,13 @@ async fn an_open_breaker_is_a_degraded_dependency_not_a_dead_process() {
 
 #[tokio::test(start_paused = true)]
 async fn a_manual_restart_answers_with_the_component_after_the_restart() {
-    let registry = Registry::new();
-    let m = monitor(&registry);
-    let dial = Dial::default();
-    dial.set(Status::Unhealthy);
-    let rec = Recorder::new();
-    let c = m
-        .add("notes", dial.clone())
-        .config(CheckConfig {
+    let (registry, _m, dial, rec, c) = failing(
+        "notes",
+        CheckConfig {
             auto_restart: false,
             ..config(60_000, 1, policy(1000, 2.0, 8000, 5))
-        })
-        .restartable(rec.clone())
-        .start()
-        .unwrap();
+        },
+    );
     step(0.1).await;
     assert_eq!(c.snapshot().status, Some(Status::Unhealthy));
 

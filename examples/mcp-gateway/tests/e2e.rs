@@ -410,7 +410,7 @@ async fn two_gateways_against_one_redis_share_one_rate_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_partition_refuses_with_a_tool_error_while_its_call_runs() {
-    let upstream = Upstream::start(&["--latency-ms", "1500"]).await;
+    let upstream = Upstream::start(&["--latency-ms", "4000"]).await;
     let config = format!(
         "{SERVER}[[partitions]]\nname = \"slow\"\nmax_concurrent = 1\nmax_wait = \"10ms\"\n{}",
         http_connector("weather", &upstream.url, "partition = \"slow\"")

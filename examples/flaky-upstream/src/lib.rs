@@ -18,7 +18,8 @@
 //!
 //! **stdio MCP server** (`--stdio`): tools `echo`, `add`, `pid` and `crash` (which exits the
 //! process), over newline-delimited JSON-RPC on stdin/stdout; `--crash-at-start` exits with
-//! status 2 before serving, like a server with a broken config.
+//! status 2 before serving, like a server with a broken config; `--tools-file PATH` adds one
+//! echo tool per line of the file, read at start (so the list can change between starts).
 //!
 //! Flags: `--port N` (HTTP; 0 picks one), `--failure-rate F` (0–1), `--latency-ms N`,
 //! `--status N` (400–599, default 503), `--stdio`, `--crash-at-start`. The HTTP mode prints
@@ -118,6 +119,8 @@ pub struct Options {
     pub stdio: bool,
     /// Exit with [`CRASH_AT_START_STATUS`] before serving.
     pub crash_at_start: bool,
+    /// stdio: a file naming extra tools, one per line, read at start (each echoes `text`).
+    pub tools_file: Option<String>,
     /// HTTP port (0 picks a free one).
     pub port: u16,
     /// The initial behaviour.
@@ -136,6 +139,7 @@ impl Options {
                 "--stdio" => opts.stdio = true,
                 "--http" => opts.stdio = false,
                 "--crash-at-start" => opts.crash_at_start = true,
+                "--tools-file" => opts.tools_file = Some(value("--tools-file")?),
                 "--port" => opts.port = parse_flag("--port", &value("--port")?)?,
                 "--failure-rate" => {
                     update.failure_rate =
@@ -162,7 +166,7 @@ where
         .map_err(|e| format!("{flag}: cannot parse {value:?}: {e}"))
 }
 
-const USAGE: &str = "usage: flaky-upstream [--port N] [--failure-rate F] [--latency-ms N] [--status N]\n       flaky-upstream --stdio [--crash-at-start]";
+const USAGE: &str = "usage: flaky-upstream [--port N] [--failure-rate F] [--latency-ms N] [--status N]\n       flaky-upstream --stdio [--crash-at-start] [--tools-file PATH]";
 
 /// Runs the program with `args` (without the program name) and returns its exit status.
 pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
@@ -195,7 +199,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
     };
     let result = runtime.block_on(async {
         if opts.stdio {
-            serve_stdio().await
+            serve_stdio(opts.tools_file.as_deref()).await
         } else {
             serve_http(opts.port, opts.behaviour).await
         }
@@ -351,8 +355,18 @@ async fn health(State(control): State<Arc<Control>>) -> Response {
 // ---------------------------------------------------------------------------------------------
 // stdio MCP server
 
-async fn serve_stdio() -> Result<(), String> {
-    let service = StdioTools
+async fn serve_stdio(tools_file: Option<&str>) -> Result<(), String> {
+    let extra = match tools_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read --tools-file {path}: {e}"))?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        None => Vec::new(),
+    };
+    let service = StdioTools { extra }
         .serve(rmcp::transport::stdio())
         .await
         .map_err(|e| format!("MCP handshake failed: {e}"))?;
@@ -363,9 +377,13 @@ async fn serve_stdio() -> Result<(), String> {
     Ok(())
 }
 
-/// The stdio MCP server's tools: `echo`, `add`, `pid` and `crash`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct StdioTools;
+/// The stdio MCP server's tools: `echo`, `add`, `pid` and `crash`, plus `extra` ones that echo
+/// `text` (from `--tools-file`, so a test can change the list between starts).
+#[derive(Debug, Clone, Default)]
+pub struct StdioTools {
+    /// Names of the extra echo tools.
+    pub extra: Vec<String>,
+}
 
 fn schema(value: Value) -> Arc<JsonObject> {
     match value {
@@ -374,15 +392,14 @@ fn schema(value: Value) -> Arc<JsonObject> {
     }
 }
 
-fn tools() -> Vec<Tool> {
-    vec![
-        Tool::new(
-            "echo",
-            "Returns its `text` argument.",
-            schema(
-                json!({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}),
-            ),
-        ),
+fn tools(extra: &[String]) -> Vec<Tool> {
+    let echo_schema = || {
+        schema(
+            json!({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}),
+        )
+    };
+    let mut all = vec![
+        Tool::new("echo", "Returns its `text` argument.", echo_schema()),
         Tool::new(
             "add",
             "Adds the numbers `a` and `b`.",
@@ -400,7 +417,13 @@ fn tools() -> Vec<Tool> {
             "Exits the server process at once (status 3), as a crash would.",
             schema(json!({"type": "object", "properties": {}})),
         ),
-    ]
+    ];
+    all.extend(
+        extra
+            .iter()
+            .map(|name| Tool::new(name.clone(), "Returns its `text` argument.", echo_schema())),
+    );
+    all
 }
 
 fn number(args: &JsonObject, name: &str) -> Result<f64, McpError> {
@@ -421,7 +444,7 @@ impl ServerHandler for StdioTools {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        Ok(ListToolsResult::with_all_items(tools()))
+        Ok(ListToolsResult::with_all_items(tools(&self.extra)))
     }
 
     async fn call_tool(
@@ -430,8 +453,9 @@ impl ServerHandler for StdioTools {
         _context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let args = request.arguments.unwrap_or_default();
-        let result = match request.name.as_ref() {
-            "echo" => {
+        let name = request.name.as_ref();
+        let result = match name {
+            _ if name == "echo" || self.extra.iter().any(|t| t == name) => {
                 let text = args
                     .get("text")
                     .and_then(Value::as_str)

@@ -185,6 +185,9 @@ struct Slot {
     tools: Vec<Tool>,
 }
 
+/// What to do when a stdio server's tool list changes (the gateway tells its MCP clients).
+pub type OnToolsChanged = Arc<dyn Fn() + Send + Sync>;
+
 /// A stdio MCP server run by a [`ProcessSupervisor`]: at every start the gateway speaks MCP over
 /// the child's stdin/stdout, lists its tools and routes calls to it. The health monitor restarts
 /// the child when it exits.
@@ -194,6 +197,34 @@ pub struct StdioBackend {
     supervisor: ProcessSupervisor,
     slot: Arc<Mutex<Slot>>,
     ready: Arc<tokio::sync::Notify>,
+    on_change: Arc<std::sync::OnceLock<OnToolsChanged>>,
+}
+
+/// Stores `tools` as the list of `generation` (unless a newer child exists) and calls
+/// `on_change` when the names differ from the previous list.
+fn store_tools(
+    slot: &Mutex<Slot>,
+    generation: u64,
+    tools: Vec<Tool>,
+    on_change: &std::sync::OnceLock<OnToolsChanged>,
+) {
+    let changed = {
+        let mut s = slot.lock();
+        if s.generation != generation {
+            return;
+        }
+        let names = |list: &[Tool]| {
+            let mut n: Vec<String> = list.iter().map(|t| t.name.to_string()).collect();
+            n.sort();
+            n
+        };
+        let changed = names(&s.tools) != names(&tools);
+        s.tools = tools;
+        changed
+    };
+    if changed && let Some(notify) = on_change.get() {
+        notify();
+    }
 }
 
 impl std::fmt::Debug for StdioBackend {
@@ -215,9 +246,11 @@ impl StdioBackend {
     ) -> StdioBackend {
         let slot = Arc::new(Mutex::new(Slot::default()));
         let ready = Arc::new(tokio::sync::Notify::new());
+        let on_change: Arc<std::sync::OnceLock<OnToolsChanged>> = Arc::default();
         let on_spawn = {
             let slot = Arc::clone(&slot);
             let ready = Arc::clone(&ready);
+            let on_change = Arc::clone(&on_change);
             let name = name.to_owned();
             move |child: &mut tokio::process::Child| {
                 let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
@@ -232,6 +265,7 @@ impl StdioBackend {
                 };
                 let slot = Arc::clone(&slot);
                 let ready = Arc::clone(&ready);
+                let on_change = Arc::clone(&on_change);
                 let name = name.clone();
                 tokio::spawn(async move {
                     let connect = async {
@@ -242,15 +276,16 @@ impl StdioBackend {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, connect).await {
                         Ok(Ok((client, tools))) => {
                             tracing::info!(connector = %name, tools = tools.len(), "stdio server ready");
-                            let mut s = slot.lock();
-                            if s.generation == generation {
-                                s.tools = tools;
-                                s.session = Some(Session {
-                                    generation,
-                                    client: Arc::new(client),
-                                });
+                            {
+                                let mut s = slot.lock();
+                                if s.generation == generation {
+                                    s.session = Some(Session {
+                                        generation,
+                                        client: Arc::new(client),
+                                    });
+                                }
                             }
-                            drop(s);
+                            store_tools(&slot, generation, tools, &on_change);
                             ready.notify_waiters();
                         }
                         Ok(Err(e)) => {
@@ -275,7 +310,14 @@ impl StdioBackend {
             supervisor,
             slot,
             ready,
+            on_change,
         }
+    }
+
+    /// Calls `f` whenever the server's tool list changes (at most one callback; later ones are
+    /// ignored).
+    pub fn on_tools_changed(&self, f: OnToolsChanged) {
+        let _ = self.on_change.set(f);
     }
 
     /// The supervisor of the child process (a health check and restartable).
@@ -315,12 +357,7 @@ impl StdioBackend {
             return;
         };
         match client.list_all_tools().await {
-            Ok(tools) => {
-                let mut s = self.slot.lock();
-                if s.generation == generation {
-                    s.tools = tools;
-                }
-            }
+            Ok(tools) => store_tools(&self.slot, generation, tools, &self.on_change),
             Err(e) => tracing::warn!(connector = %self.name, error = %e, "re-listing tools failed"),
         }
     }

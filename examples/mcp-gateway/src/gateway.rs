@@ -16,7 +16,7 @@ use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{NotificationContext, Peer, RequestContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -159,6 +159,8 @@ struct Inner {
     limiter: Limiter,
     dlq: DeadLetterQueue<DeadCall>,
     client_ip: ClientIp,
+    /// The MCP sessions to tell when the tool list changes.
+    peers: parking_lot::Mutex<Vec<Peer<RoleServer>>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -225,7 +227,7 @@ impl Gateway {
         dlq: DeadLetterQueue<DeadCall>,
         client_ip: ClientIp,
     ) -> Gateway {
-        Gateway {
+        let gateway = Gateway {
             inner: Arc::new(Inner {
                 connectors: connectors
                     .into_iter()
@@ -234,7 +236,40 @@ impl Gateway {
                 limiter,
                 dlq,
                 client_ip,
+                peers: parking_lot::Mutex::new(Vec::new()),
             }),
+        };
+        for connector in gateway.inner.connectors.values() {
+            if let Backend::Stdio(stdio) = &connector.backend {
+                let weak = Arc::downgrade(&gateway.inner);
+                stdio.on_tools_changed(Arc::new(move || {
+                    if let Some(inner) = weak.upgrade() {
+                        Gateway { inner }.tools_changed();
+                    }
+                }));
+            }
+        }
+        gateway
+    }
+
+    /// Tells every connected MCP client that the tool list changed
+    /// (`notifications/tools/list_changed`), forgetting the sessions that have closed.
+    pub fn tools_changed(&self) {
+        let peers: Vec<Peer<RoleServer>> = {
+            let mut peers = self.inner.peers.lock();
+            peers.retain(|p| !p.is_transport_closed());
+            peers.clone()
+        };
+        tracing::info!(
+            clients = peers.len(),
+            "tool list changed; notifying MCP clients"
+        );
+        for peer in peers {
+            tokio::spawn(async move {
+                if let Err(e) = peer.notify_tool_list_changed().await {
+                    tracing::debug!(error = %e, "could not notify an MCP client");
+                }
+            });
         }
     }
 
@@ -417,9 +452,22 @@ fn client_of(client_ip: &ClientIp, context: &RequestContext<RoleServer>) -> Stri
 
 impl ServerHandler for Gateway {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build()).with_server_info(
-            Implementation::new("palisade-mcp-gateway", env!("CARGO_PKG_VERSION")),
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
         )
+        .with_server_info(Implementation::new(
+            "palisade-mcp-gateway",
+            env!("CARGO_PKG_VERSION"),
+        ))
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        let mut peers = self.inner.peers.lock();
+        peers.retain(|p| !p.is_transport_closed());
+        peers.push(context.peer);
     }
 
     async fn list_tools(

@@ -488,3 +488,73 @@ async fn behind_a_trusted_proxy_each_client_has_its_own_limit() {
     );
     plain.stop().await;
 }
+
+/// An MCP client handler that counts `notifications/tools/list_changed`.
+#[derive(Clone, Default)]
+struct ListWatcher(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl rmcp::ClientHandler for ListWatcher {
+    async fn on_tool_list_changed(
+        &self,
+        _context: rmcp::service::NotificationContext<rmcp::RoleClient>,
+    ) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_stdio_server_with_other_tools_is_relisted_and_clients_are_told() {
+    use rmcp::ServiceExt;
+    let tools_file = std::env::temp_dir().join(format!("{}.tools", unique("e2e-tools")));
+    std::fs::write(&tools_file, "alpha\n").unwrap();
+    let path = tools_file.to_str().unwrap();
+    let config = format!(
+        "{SERVER}{FAST_RESTARTS}{}",
+        stdio_connector("notes", &["--tools-file", path], "dead_letter = false")
+    );
+    let gw = Gateway::start(&config, &[]).await;
+    let watcher = ListWatcher::default();
+    let client = watcher
+        .clone()
+        .serve(rmcp::transport::StreamableHttpClientTransport::from_uri(
+            gw.mcp.clone(),
+        ))
+        .await
+        .unwrap();
+    let names = |tools: Vec<rmcp::model::Tool>| -> Vec<String> {
+        tools.into_iter().map(|t| t.name.to_string()).collect()
+    };
+    assert!(names(client.list_all_tools().await.unwrap()).contains(&"notes.alpha".to_owned()));
+    assert_eq!(
+        text(&call(&client, "notes.alpha", json!({"text": "a"})).await),
+        "a"
+    );
+
+    // The server's next start serves `beta` instead of `alpha`.
+    std::fs::write(&tools_file, "beta\n").unwrap();
+    let pid = call(&client, "notes.pid", json!({}))
+        .await
+        .structured_content
+        .unwrap()["pid"]
+        .as_u64()
+        .unwrap();
+    signal(u32::try_from(pid).unwrap(), "-KILL");
+    eventually(
+        "the client is told the tool list changed",
+        Duration::from_secs(20),
+        || async { watcher.0.load(std::sync::atomic::Ordering::SeqCst) >= 1 },
+    )
+    .await;
+    let now = names(client.list_all_tools().await.unwrap());
+    assert!(
+        now.contains(&"notes.beta".to_owned()) && !now.contains(&"notes.alpha".to_owned()),
+        "{now:?}"
+    );
+    assert_eq!(
+        text(&call(&client, "notes.beta", json!({"text": "b"})).await),
+        "b"
+    );
+    drop(client);
+    gw.stop().await;
+    let _ = std::fs::remove_file(&tools_file);
+}

@@ -251,8 +251,8 @@ impl Gateway {
 }
 
 /// Calls `name` with `args`; the tool result (a protocol error fails the test).
-pub async fn call(
-    client: &RunningService<RoleClient, ()>,
+pub async fn call<H: rmcp::ClientHandler>(
+    client: &RunningService<RoleClient, H>,
     name: &str,
     args: Value,
 ) -> CallToolResult {

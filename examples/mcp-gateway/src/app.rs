@@ -28,6 +28,9 @@ use crate::gateway::{Connector, DeadCall, Gateway};
 pub const RATE_LIMITER: &str = "mcp-clients";
 /// The name of the dead-letter queue of failed calls in the admin API.
 pub const DLQ: &str = "gateway-calls";
+/// With Redis, the name of the in-memory queue that holds failed calls while Redis is down is
+/// the Redis queue's name with this suffix (`gateway-calls-local`).
+pub const LOCAL_SUFFIX: &str = "-local";
 /// The health component of Redis (when `REDIS_URL` is set).
 pub const REDIS_COMPONENT: &str = "redis";
 /// How long start-up waits for each connector to answer before serving anyway.
@@ -86,7 +89,7 @@ pub struct Running {
     pub monitor: HealthMonitor,
     /// The gateway.
     pub gateway: Gateway,
-    worker: Worker,
+    workers: Vec<Worker>,
     admin: palisade::admin::AdminServer,
     mcp: tokio::task::JoinHandle<()>,
     processes: Vec<ProcessSupervisor>,
@@ -108,7 +111,9 @@ impl Running {
         self.cancel.cancel();
         self.mcp.abort();
         self.monitor.shutdown();
-        self.worker.shutdown(Duration::from_secs(5)).await;
+        for worker in self.workers {
+            worker.shutdown(Duration::from_secs(5)).await;
+        }
         if let Err(e) = self.admin.shutdown().await {
             tracing::warn!(error = %e, "admin server did not shut down cleanly");
         }
@@ -293,7 +298,8 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
         .registry(&registry)
         .finish()?;
 
-    let mut dlq = DeadLetterQueue::<DeadCall>::builder(options.dlq_queue.as_deref().unwrap_or(DLQ))
+    let queue = options.dlq_queue.as_deref().unwrap_or(DLQ);
+    let mut dlq = DeadLetterQueue::<DeadCall>::builder(queue)
         .config(config.dlq.clone())
         .registry(&registry);
     if let Some(url) = &options.redis_url {
@@ -304,19 +310,33 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
             .start()?;
     }
     let dlq = dlq.build()?;
+    // With Redis, a second queue in memory keeps the calls that fail while Redis is down (they
+    // are lost only if this process also dies before they are replayed).
+    let local = match &options.redis_url {
+        Some(_) => Some(
+            DeadLetterQueue::<DeadCall>::builder(format!("{queue}{LOCAL_SUFFIX}"))
+                .config(config.dlq.clone())
+                .registry(&registry)
+                .build()?,
+        ),
+        None => None,
+    };
 
     let client_ip = options
         .client_ip
         .clone()
         .unwrap_or_else(ClientIp::peer_only);
-    let gateway = Gateway::new(connectors, limiter, dlq.clone(), client_ip);
-    let worker = {
-        let gateway = gateway.clone();
-        dlq.worker(move |entry| {
+    let gateway = Gateway::new(connectors, limiter, dlq.clone(), local.clone(), client_ip);
+    let workers = std::iter::once(&dlq)
+        .chain(local.as_ref())
+        .map(|queue| {
             let gateway = gateway.clone();
-            async move { gateway.replay(entry).await }
+            queue.worker(move |entry| {
+                let gateway = gateway.clone();
+                async move { gateway.replay(entry).await }
+            })
         })
-    };
+        .collect();
 
     // Serve only once the connectors answer, so the first calls do not fail needlessly.
     for addr in &http_waits {
@@ -382,7 +402,7 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
         registry,
         monitor,
         gateway,
-        worker,
+        workers,
         admin,
         mcp,
         processes,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::extract::ConnectInfo;
 use palisade::breaker::CircuitBreaker;
 use palisade::bulkhead::Bulkhead;
-use palisade::dlq::{DeadLetterQueue, Entry, Failure, FailureKind};
+use palisade::dlq::{DeadLetterQueue, DlqError, Entry, Failure, FailureKind, StoreError};
 use palisade::ratelimit::Limiter;
 use palisade::tower::ratelimit::ClientIp;
 use rmcp::model::{
@@ -158,6 +158,8 @@ struct Inner {
     connectors: BTreeMap<String, Arc<Connector>>,
     limiter: Limiter,
     dlq: DeadLetterQueue<DeadCall>,
+    /// Where failed calls go while `dlq`'s store (Redis) is unavailable.
+    local: Option<DeadLetterQueue<DeadCall>>,
     client_ip: ClientIp,
     /// The MCP sessions to tell when the tool list changes.
     peers: parking_lot::Mutex<Vec<Peer<RoleServer>>>,
@@ -220,11 +222,13 @@ fn refusal_result(tool: &str, refusal: &Refusal) -> CallToolResult {
 
 impl Gateway {
     /// A gateway over `connectors`, limiting clients with `limiter` (keyed by the address
-    /// `client_ip` resolves), dead-lettering to `dlq`.
+    /// `client_ip` resolves), dead-lettering to `dlq`, or to `local` while `dlq`'s store is
+    /// unavailable.
     pub fn new(
         connectors: Vec<Arc<Connector>>,
         limiter: Limiter,
         dlq: DeadLetterQueue<DeadCall>,
+        local: Option<DeadLetterQueue<DeadCall>>,
         client_ip: ClientIp,
     ) -> Gateway {
         let gateway = Gateway {
@@ -235,6 +239,7 @@ impl Gateway {
                     .collect(),
                 limiter,
                 dlq,
+                local,
                 client_ip,
                 peers: parking_lot::Mutex::new(Vec::new()),
             }),
@@ -376,8 +381,31 @@ impl Gateway {
             arguments,
             client: client.to_owned(),
         };
-        match self.inner.dlq.push(name, &call, failure).await {
-            Ok(id) => tool_error(
+        let main = &self.inner.dlq;
+        let pushed = match (
+            main.push(name, &call, failure.clone()).await,
+            &self.inner.local,
+        ) {
+            (Ok(id), _) => Ok((main.name(), id)),
+            (
+                Err(
+                    e @ DlqError::Store {
+                        source: StoreError::Unavailable(_),
+                        ..
+                    },
+                ),
+                Some(local),
+            ) => {
+                tracing::warn!(tool = name, error = %e, "dead-letter store unavailable; keeping the call in memory");
+                local
+                    .push(name, &call, failure)
+                    .await
+                    .map(|id| (local.name(), id))
+            }
+            (Err(e), _) => Err(e),
+        };
+        match pushed {
+            Ok((queue, id)) => tool_error(
                 format!(
                     "The call failed ({kind}): {message}. It was queued as dead-letter entry {id} and will be replayed when the upstream recovers; do not retry it yourself."
                 ),
@@ -386,7 +414,7 @@ impl Gateway {
                     "tool": name,
                     "kind": kind,
                     "message": message,
-                    "queued": {"queue": self.inner.dlq.name(), "id": id},
+                    "queued": {"queue": queue, "id": id},
                 }),
             ),
             Err(e) => {

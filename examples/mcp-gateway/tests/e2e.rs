@@ -558,3 +558,63 @@ async fn a_restarted_stdio_server_with_other_tools_is_relisted_and_clients_are_t
     gw.stop().await;
     let _ = std::fs::remove_file(&tools_file);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_is_down_failed_calls_are_kept_in_memory_and_replayed() {
+    // A private redis-server, so the test can stop it.
+    let mut redis = palisade_testkit::RedisServer::start();
+    let upstream = Upstream::start(&["--failure-rate", "1"]).await;
+    let config = format!(
+        "{SERVER}[breaker]\nconsecutive_failures = 10\n{}",
+        http_connector("weather", &upstream.url, "")
+    );
+    let gw = Gateway::start(&config, &[("REDIS_URL", redis.url().as_str())]).await;
+    let client = gw.client().await;
+    redis.stop();
+
+    let failed = call(&client, "weather.forecast", json!({"city": "Oslo"})).await;
+    assert_eq!(
+        error_code(&failed).as_deref(),
+        Some("upstream_failed"),
+        "{failed:?}"
+    );
+    let queued = &failed.structured_content.as_ref().unwrap()["queued"];
+    assert_eq!(queued["queue"], "gateway-calls-local", "{failed:?}");
+    let local = gw.get("/dlq/gateway-calls-local/entries").await;
+    assert_eq!(
+        local["entries"][0]["payload"]["arguments"]["city"], "Oslo",
+        "{local}"
+    );
+
+    // The upstream recovers while Redis is still down: the call is replayed from memory.
+    upstream.control(json!({"failure_rate": 0})).await;
+    eventually(
+        "the kept call is replayed",
+        Duration::from_secs(30),
+        || async { upstream.calls_ok().await == 1 },
+    )
+    .await;
+    eventually(
+        "the in-memory queue is empty",
+        Duration::from_secs(10),
+        || async {
+            gw.get("/dlq/gateway-calls-local/entries").await["entries"]
+                .as_array()
+                .is_some_and(Vec::is_empty)
+        },
+    )
+    .await;
+    // The Redis health component says why (checked now, on an operator's request).
+    let (status, checked) = gw
+        .post(
+            "/health/components/redis",
+            Some(TOKEN),
+            json!({"action": "check"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let message = checked["result"]["message"].as_str().unwrap();
+    assert!(message.contains("Redis unreachable"), "{checked}");
+    drop(client);
+    gw.stop().await;
+}

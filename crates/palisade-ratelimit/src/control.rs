@@ -106,9 +106,7 @@ fn unsupported(action: &str, reason: &str) -> ControlError {
 impl RateLimiter {
     /// A snapshot of quota and counters.
     pub fn snapshot(&self) -> RateLimiterSnapshot {
-        let mut snap = self.core().snapshot(Backend::Memory, false);
-        snap.permitted_total = self.permitted_total();
-        snap
+        self.core().snapshot(Backend::Memory, false)
     }
 
     /// Applies an operator command; returns the snapshot after it.

@@ -5,9 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use palisade_core::{
-    BuildError, EventBus, EventKind, Registry, SharedClock, StripedCounter, config::ConfigError,
-};
+use palisade_core::{BuildError, EventBus, EventKind, Registry, SharedClock, config::ConfigError};
 
 use crate::core::Core;
 use crate::error::{RateLimitError, RateLimited};
@@ -36,9 +34,6 @@ pub struct RateLimiter {
 struct Direct {
     /// Theoretical arrival time, in nanoseconds since the time source's origin (0: full).
     tat: AtomicU64,
-    /// Cells admitted. Beside `tat`, on the cache line every admission has just written: with
-    /// one bucket there is nothing to gain from striping, and this saves the stripe lookup.
-    permitted: StripedCounter,
     core: Core,
 }
 
@@ -87,7 +82,6 @@ impl Builder {
         let limiter = RateLimiter {
             inner: Arc::new(Direct {
                 tat: AtomicU64::new(0),
-                permitted: StripedCounter::new(),
                 core,
             }),
         };
@@ -116,7 +110,7 @@ impl RateLimiter {
         let g = core.gcra();
         match admit(&self.inner.tat, g, core.time.now(), 1).2 {
             Verdict::Allow(_) => {
-                self.inner.permitted.incr();
+                core.permitted.incr();
                 Ok(())
             }
             Verdict::Deny(wait) => Err(core.limited(g, wait)),
@@ -140,7 +134,7 @@ impl RateLimiter {
         let (tat, now, verdict) = admit(&self.inner.tat, g, core.time.now(), n);
         match verdict {
             Verdict::Allow(_) => {
-                self.inner.permitted.add(u64::from(n));
+                core.permitted.add(u64::from(n));
             }
             Verdict::Deny(_) => core.rejected.add(u64::from(n)),
         }
@@ -200,7 +194,7 @@ impl RateLimiter {
 
     /// Requests admitted so far.
     pub fn permitted_total(&self) -> u64 {
-        self.inner.permitted.get()
+        self.inner.core.permitted.get()
     }
 
     /// How long until the bucket is full again; zero when idle.

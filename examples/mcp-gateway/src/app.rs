@@ -19,9 +19,10 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use thiserror::Error;
 
 use crate::config::{
-    ConnectorConfig, ConnectorKind, DEFAULT_PARTITION, GatewayConfig, PORT_TOKEN, SELF_TOKEN,
+    ConnectorConfig, ConnectorKind, DEFAULT_PARTITION, GatewayConfig, PORT_TOKEN, PartitionConfig,
+    SELF_TOKEN,
 };
-use crate::connector::{Backend, HttpBackend, StdioBackend};
+use crate::connector::{Backend, HttpBackend, StdioBackend, process_builder};
 use crate::gateway::{Connector, DeadCall, Gateway};
 
 /// The name of the per-client rate limiter in the admin API.
@@ -176,6 +177,23 @@ async fn wait_for_tcp(addr: &str, limit: Duration) -> bool {
     false
 }
 
+/// Watches `process` as the health component `name`: an exit is unhealthy at once (one failure,
+/// not a threshold), and the monitor restarts it with backoff and crash-loop protection. Not
+/// critical: one connector down leaves the gateway ready.
+fn supervise(
+    monitor: &HealthMonitor,
+    name: &str,
+    process: &ProcessSupervisor,
+) -> Result<(), BuildError> {
+    monitor
+        .add(name, process.clone())
+        .failure_threshold(1)
+        .critical(false)
+        .restartable(Arc::new(process.clone()))
+        .start()?;
+    Ok(())
+}
+
 /// Builds and starts the gateway described by `config`.
 pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Running, StartError> {
     config.validate()?;
@@ -193,27 +211,23 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
         .build()?;
 
     // Partitions: one bulkhead each, plus `default` when a connector uses it unlisted.
+    let unlisted_default = (config
+        .connectors
+        .iter()
+        .any(|c| c.partition == DEFAULT_PARTITION)
+        && !config
+            .partitions
+            .iter()
+            .any(|p| p.name == DEFAULT_PARTITION))
+    .then(|| PartitionConfig::named(DEFAULT_PARTITION));
     let mut bulkheads = std::collections::BTreeMap::new();
-    for p in &config.partitions {
+    for p in config.partitions.iter().chain(unlisted_default.as_ref()) {
         let b = Bulkhead::builder(&p.name)
             .max_concurrent(p.max_concurrent)
             .max_wait(p.max_wait)
             .registry(&registry)
             .build()?;
         bulkheads.insert(p.name.clone(), b);
-    }
-    if config
-        .connectors
-        .iter()
-        .any(|c| c.partition == DEFAULT_PARTITION)
-        && !bulkheads.contains_key(DEFAULT_PARTITION)
-    {
-        let b = Bulkhead::builder(DEFAULT_PARTITION)
-            .max_concurrent(16)
-            .max_wait(Duration::from_millis(100))
-            .registry(&registry)
-            .build()?;
-        bulkheads.insert(DEFAULT_PARTITION.to_owned(), b);
     }
 
     let mut connectors = Vec::new();
@@ -237,22 +251,10 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
                 let url = resolved.url.clone().unwrap_or_default();
                 if let Some(program) = &resolved.command {
                     // A process the gateway runs for this connector (the demo's upstreams).
-                    let process = c
-                        .env
-                        .iter()
-                        .fold(
-                            ProcessSupervisor::builder(format!("{}-process", c.name), program)
-                                .args(&resolved.args),
-                            |b, (k, v)| b.env(k, v),
-                        )
-                        .build();
+                    let name = format!("{}-process", c.name);
+                    let process = process_builder(&name, program, &resolved.args, &c.env).build();
                     process.start().await.map_err(StartError::Environment)?;
-                    monitor
-                        .add(format!("{}-process", c.name), process.clone())
-                        .failure_threshold(1)
-                        .critical(false)
-                        .restartable(Arc::new(process.clone()))
-                        .start()?;
+                    supervise(&monitor, &name, &process)?;
                     processes.push(process);
                     http_waits.push(host_port(&url));
                 }
@@ -268,12 +270,7 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
                     // Not fatal: the monitor restarts it (or reports the crash loop).
                     tracing::error!(connector = %c.name, error = %e, "stdio server did not start");
                 }
-                monitor
-                    .add(&c.name, process.clone())
-                    .failure_threshold(1)
-                    .critical(false)
-                    .restartable(Arc::new(process.clone()))
-                    .start()?;
+                supervise(&monitor, &c.name, &process)?;
                 processes.push(process);
                 stdio_backends.push(stdio.clone());
                 Backend::Stdio(stdio)

@@ -93,6 +93,17 @@ pub struct PartitionConfig {
     pub max_wait: Duration,
 }
 
+impl PartitionConfig {
+    /// A partition named `name` with the default limit and wait.
+    pub fn named(name: &str) -> PartitionConfig {
+        PartitionConfig {
+            name: name.to_owned(),
+            max_concurrent: default_max_concurrent(),
+            max_wait: default_max_wait(),
+        }
+    }
+}
+
 fn default_max_concurrent() -> u32 {
     16
 }

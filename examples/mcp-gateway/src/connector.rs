@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade::dlq::Failure;
-use palisade::health::ProcessSupervisor;
+use palisade::health::{ProcessBuilder, ProcessSupervisor};
 use parking_lot::Mutex;
 use rmcp::ServiceExt;
 use rmcp::model::{
@@ -80,7 +80,7 @@ impl Backend {
     }
 
     /// Calls `tool` with `args`.
-    pub async fn call(&self, tool: &str, args: JsonObject) -> Result<CallToolResult, CallError> {
+    pub async fn call(&self, tool: &str, args: &JsonObject) -> Result<CallToolResult, CallError> {
         match self {
             Backend::Http(h) => h.call(tool, args).await,
             Backend::Stdio(s) => s.call(tool, args).await,
@@ -123,12 +123,12 @@ impl HttpBackend {
         }
     }
 
-    async fn call(&self, tool: &str, args: JsonObject) -> Result<CallToolResult, CallError> {
+    async fn call(&self, tool: &str, args: &JsonObject) -> Result<CallToolResult, CallError> {
         let url = format!("{}/tools/{tool}", self.base);
         let response = self
             .client
             .post(&url)
-            .json(&args)
+            .json(args)
             .send()
             .await
             .map_err(|e| {
@@ -227,6 +227,19 @@ fn store_tools(
     }
 }
 
+/// The supervisor of `program args` with the extra environment `env`, named `name`.
+pub fn process_builder(
+    name: &str,
+    program: &str,
+    args: &[String],
+    env: &std::collections::BTreeMap<String, String>,
+) -> ProcessBuilder {
+    env.iter().fold(
+        ProcessSupervisor::builder(name, program).args(args),
+        |b, (k, v)| b.env(k, v),
+    )
+}
+
 impl std::fmt::Debug for StdioBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StdioBackend")
@@ -299,12 +312,11 @@ impl StdioBackend {
                 });
             }
         };
-        let supervisor = ProcessSupervisor::builder(name, program)
-            .args(args)
+        let supervisor = process_builder(name, program, args, env)
             .stdin_piped(true)
             .stdout_piped(true)
-            .on_spawn(on_spawn);
-        let supervisor = env.iter().fold(supervisor, |b, (k, v)| b.env(k, v)).build();
+            .on_spawn(on_spawn)
+            .build();
         StdioBackend {
             name: name.to_owned(),
             supervisor,
@@ -362,14 +374,15 @@ impl StdioBackend {
         }
     }
 
-    async fn call(&self, tool: &str, args: JsonObject) -> Result<CallToolResult, CallError> {
+    async fn call(&self, tool: &str, args: &JsonObject) -> Result<CallToolResult, CallError> {
         let Some((_, client)) = self.session() else {
             return Err(CallError::Failed(Failure::unavailable(format!(
                 "{}: the stdio server is not running (starting or restarting)",
                 self.name
             ))));
         };
-        let params = CallToolRequestParams::new(Cow::Owned(tool.to_owned())).with_arguments(args);
+        let params =
+            CallToolRequestParams::new(Cow::Owned(tool.to_owned())).with_arguments(args.clone());
         match client.call_tool(params).await {
             Ok(result) => Ok(result),
             Err(ServiceError::McpError(e))

@@ -94,7 +94,7 @@ pub enum Outcome {
 
 impl Connector {
     /// Runs one call: breaker, then bulkhead, then the backend under the call timeout.
-    pub async fn invoke(&self, tool: &str, args: JsonObject) -> Outcome {
+    pub async fn invoke(&self, tool: &str, args: &JsonObject) -> Outcome {
         let permit = match self.breaker.try_acquire() {
             Ok(permit) => permit,
             Err(rejected) => {
@@ -336,7 +336,7 @@ impl Gateway {
             }
             return Err(unknown());
         }
-        match connector.invoke(tool, args.clone()).await {
+        match connector.invoke(tool, &args).await {
             Outcome::Done(result) => Ok(result),
             Outcome::Rejected(message) => Ok(tool_error(
                 format!(
@@ -439,7 +439,7 @@ impl Gateway {
                 call.connector
             )));
         };
-        match connector.invoke(&call.tool, call.arguments).await {
+        match connector.invoke(&call.tool, &call.arguments).await {
             Outcome::Done(_) => {
                 tracing::info!(connector = %call.connector, tool = %call.tool, "replayed a dead-lettered call");
                 Ok(())

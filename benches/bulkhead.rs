@@ -40,7 +40,10 @@ use tower_resilience::bulkhead::BulkheadLayer;
 // Allocation counter. Off (one relaxed load per allocation) except around `allocs_per_call`.
 
 mod support;
+#[path = "support/tower.rs"]
+mod tower_support;
 use support::allocs_per_call;
+use tower_support::time_service;
 
 // ---------------------------------------------------------------------------------------------
 // The semaphores and bulkheads under test, and one acquisition of each.
@@ -205,22 +208,6 @@ fn uncontended(c: &mut Criterion) {
     });
 
     g.finish();
-}
-
-/// Times `iters` calls of `svc` (`ready().await` + `call().await`) on `rt`.
-fn time_service<S>(rt: &tokio::runtime::Runtime, svc: &mut S, iters: u64) -> Duration
-where
-    S: tower::Service<u64>,
-    S::Error: std::fmt::Debug,
-{
-    rt.block_on(async {
-        let start = Instant::now();
-        for i in 0..iters {
-            let r = svc.ready().await.unwrap().call(black_box(i)).await;
-            black_box(r).unwrap();
-        }
-        start.elapsed()
-    })
 }
 
 fn layer(c: &mut Criterion) {

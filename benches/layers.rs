@@ -26,7 +26,7 @@
 
 use std::convert::Infallible;
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, criterion_group};
 use palisade::breaker::{CircuitBreaker, ErrorsAreFailures};
@@ -44,7 +44,10 @@ use tower_resilience::ratelimiter::RateLimiterLayer as TrRateLimiterLayer;
 // Allocation counter. Off (one relaxed load per allocation) except around `allocs_per_call`.
 
 mod support;
+#[path = "support/tower.rs"]
+mod tower_support;
 use support::allocs_per_call;
+use tower_support::time_service;
 
 // ---------------------------------------------------------------------------------------------
 // The service and the layers under test. Nothing is ever refused.
@@ -140,22 +143,6 @@ fn current_thread_runtime() -> tokio::runtime::Runtime {
         .enable_time()
         .build()
         .unwrap()
-}
-
-/// Times `iters` calls of `svc` (`ready().await` + `call().await`) on `rt`.
-fn time_service<S>(rt: &tokio::runtime::Runtime, svc: &mut S, iters: u64) -> Duration
-where
-    S: Service<u64>,
-    S::Error: std::fmt::Debug,
-{
-    rt.block_on(async {
-        let start = Instant::now();
-        for i in 0..iters {
-            let r = svc.ready().await.unwrap().call(black_box(i)).await;
-            black_box(r).unwrap();
-        }
-        start.elapsed()
-    })
 }
 
 // ---------------------------------------------------------------------------------------------

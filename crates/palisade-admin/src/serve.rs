@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use tokio::net::TcpListener;
+use axum::serve::Listener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -52,7 +52,7 @@ impl AdminServer {
         addr: SocketAddr,
         shutdown: Arc<watch::Sender<bool>>,
     ) -> Result<Self, crate::ServeError> {
-        let listener = TcpListener::bind(addr)
+        let listener = crate::bind_nodelay(addr)
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;
         let local_addr = listener

@@ -157,6 +157,8 @@ impl HttpCheck {
         let mut stream = TcpStream::connect(self.addr.as_str())
             .await
             .map_err(|e| format!("connect to {} failed: {e}", self.addr))?;
+        // One write per request, but no reason to let Nagle hold it back.
+        let _ = stream.set_nodelay(true);
         let request = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nUser-Agent: palisade-health\r\n\r\n",
             self.path, self.host

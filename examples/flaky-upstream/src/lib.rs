@@ -16,12 +16,16 @@
 //! curl -s localhost:8081/health                                    # 503 while failure_rate is 1
 //! ```
 //!
+//! **streamable-HTTP MCP server** (`--mcp`): the same tools as the stdio server (below) at
+//! `http://127.0.0.1:<port>/mcp`, for benchmarks and MCP connectors; it prints
+//! `flaky-upstream MCP endpoint http://127.0.0.1:<port>/mcp` once it accepts connections.
+//!
 //! **stdio MCP server** (`--stdio`): tools `echo`, `add`, `pid` and `crash` (which exits the
 //! process), over newline-delimited JSON-RPC on stdin/stdout; `--crash-at-start` exits with
 //! status 2 before serving, like a server with a broken config; `--tools-file PATH` adds one
 //! echo tool per line of the file, read at start (so the list can change between starts).
 //!
-//! Flags: `--port N` (HTTP; 0 picks one), `--failure-rate F` (0–1), `--latency-ms N`,
+//! Flags: `--port N` (HTTP and `--mcp`; 0 picks one), `--failure-rate F` (0–1), `--latency-ms N`,
 //! `--status N` (400–599, default 503), `--stdio`, `--crash-at-start`. The HTTP mode prints
 //! `flaky-upstream listening on http://127.0.0.1:<port>` on stdout once it accepts connections.
 #![allow(clippy::print_stdout)] // an example program talks to its user
@@ -37,6 +41,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::Listener;
+use palisade_admin::NoDelayListener;
 use parking_lot::Mutex;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
@@ -112,11 +118,23 @@ impl Behaviour {
     }
 }
 
+/// What the process serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// The HTTP tool server (`POST /tools/{tool}`), steered through `/control`.
+    #[default]
+    Http,
+    /// An MCP server over stdio.
+    Stdio,
+    /// An MCP server over streamable HTTP (`/mcp`).
+    Mcp,
+}
+
 /// Command-line options.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Options {
-    /// Serve MCP over stdio instead of HTTP.
-    pub stdio: bool,
+    /// What to serve.
+    pub mode: Mode,
     /// Exit with [`CRASH_AT_START_STATUS`] before serving.
     pub crash_at_start: bool,
     /// stdio: a file naming extra tools, one per line, read at start (each echoes `text`).
@@ -136,8 +154,9 @@ impl Options {
         while let Some(flag) = args.next() {
             let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
             match flag.as_str() {
-                "--stdio" => opts.stdio = true,
-                "--http" => opts.stdio = false,
+                "--stdio" => opts.mode = Mode::Stdio,
+                "--http" => opts.mode = Mode::Http,
+                "--mcp" => opts.mode = Mode::Mcp,
                 "--crash-at-start" => opts.crash_at_start = true,
                 "--tools-file" => opts.tools_file = Some(value("--tools-file")?),
                 "--port" => opts.port = parse_flag("--port", &value("--port")?)?,
@@ -166,7 +185,7 @@ where
         .map_err(|e| format!("{flag}: cannot parse {value:?}: {e}"))
 }
 
-const USAGE: &str = "usage: flaky-upstream [--port N] [--failure-rate F] [--latency-ms N] [--status N]\n       flaky-upstream --stdio [--crash-at-start] [--tools-file PATH]";
+const USAGE: &str = "usage: flaky-upstream [--port N] [--failure-rate F] [--latency-ms N] [--status N]\n       flaky-upstream --mcp [--port N]\n       flaky-upstream --stdio [--crash-at-start] [--tools-file PATH]";
 
 /// Runs the program with `args` (without the program name) and returns its exit status.
 pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
@@ -198,10 +217,10 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        if opts.stdio {
-            serve_stdio(opts.tools_file.as_deref()).await
-        } else {
-            serve_http(opts.port, opts.behaviour).await
+        match opts.mode {
+            Mode::Stdio => serve_stdio(opts.tools_file.as_deref()).await,
+            Mode::Http => serve_http(opts.port, opts.behaviour).await,
+            Mode::Mcp => serve_mcp(opts.port).await,
         }
     });
     match result {
@@ -256,17 +275,23 @@ pub fn router(control: Arc<Control>) -> axum::Router {
 }
 
 async fn serve_http(port: u16, behaviour: Behaviour) -> Result<(), String> {
+    let (listener, local) = listen(port).await?;
+    println!("flaky-upstream listening on http://{local}");
+    axum::serve(listener, router(Control::new(behaviour)))
+        .await
+        .map_err(|e| format!("server failed: {e}"))
+}
+
+/// A loopback listener on `port` (0 picks one) whose connections have `TCP_NODELAY`.
+async fn listen(port: u16) -> Result<(NoDelayListener, SocketAddr), String> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let listener = tokio::net::TcpListener::bind(addr)
+    let listener = palisade_admin::bind_nodelay(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener
         .local_addr()
         .map_err(|e| format!("cannot read the bound address: {e}"))?;
-    println!("flaky-upstream listening on http://{local}");
-    axum::serve(listener, router(Control::new(behaviour)))
-        .await
-        .map_err(|e| format!("server failed: {e}"))
+    Ok((listener, local))
 }
 
 async fn call_tool(
@@ -353,7 +378,25 @@ async fn health(State(control): State<Arc<Control>>) -> Response {
 }
 
 // ---------------------------------------------------------------------------------------------
-// stdio MCP server
+// MCP servers (stdio and streamable HTTP)
+
+async fn serve_mcp(port: u16) -> Result<(), String> {
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService,
+    };
+    let (listener, local) = listen(port).await?;
+    let service = StreamableHttpService::new(
+        || Ok(McpTools::default()),
+        Arc::new(LocalSessionManager::default()),
+        StreamableHttpServerConfig::default(),
+    );
+    let app = axum::Router::new().nest_service("/mcp", service);
+    println!("flaky-upstream MCP endpoint http://{local}/mcp");
+    axum::serve(listener, app)
+        .await
+        .map_err(|e| format!("server failed: {e}"))
+}
 
 async fn serve_stdio(tools_file: Option<&str>) -> Result<(), String> {
     let extra = match tools_file {
@@ -366,7 +409,7 @@ async fn serve_stdio(tools_file: Option<&str>) -> Result<(), String> {
             .collect(),
         None => Vec::new(),
     };
-    let service = StdioTools { extra }
+    let service = McpTools { extra }
         .serve(rmcp::transport::stdio())
         .await
         .map_err(|e| format!("MCP handshake failed: {e}"))?;
@@ -377,10 +420,10 @@ async fn serve_stdio(tools_file: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
-/// The stdio MCP server's tools: `echo`, `add`, `pid` and `crash`, plus `extra` ones that echo
+/// The MCP server's tools (stdio and streamable HTTP): `echo`, `add`, `pid` and `crash`, plus `extra` ones that echo
 /// `text` (from `--tools-file`, so a test can change the list between starts).
 #[derive(Debug, Clone, Default)]
-pub struct StdioTools {
+pub struct McpTools {
     /// Names of the extra echo tools.
     pub extra: Vec<String>,
 }
@@ -432,7 +475,7 @@ fn number(args: &JsonObject, name: &str) -> Result<f64, McpError> {
         .ok_or_else(|| McpError::invalid_params(format!("`{name}` must be a number"), None))
 }
 
-impl ServerHandler for StdioTools {
+impl ServerHandler for McpTools {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build()).with_server_info(
             Implementation::new("flaky-upstream", env!("CARGO_PKG_VERSION")),
@@ -494,11 +537,11 @@ mod tests {
         .unwrap();
         assert_eq!(opts.behaviour.failure_rate, 0.5);
         assert_eq!(opts.behaviour.status, 500);
-        assert!(
-            Options::parse(["--stdio", "--crash-at-start"].map(String::from))
-                .unwrap()
-                .crash_at_start
-        );
+        let stdio = Options::parse(["--stdio", "--crash-at-start"].map(String::from)).unwrap();
+        assert!(stdio.crash_at_start);
+        assert_eq!(stdio.mode, Mode::Stdio);
+        let mcp = Options::parse(["--mcp", "--port", "7"].map(String::from)).unwrap();
+        assert_eq!((mcp.mode, mcp.port), (Mode::Mcp, 7));
         let err = Options::parse(["--failure-rate", "2"].map(String::from)).unwrap_err();
         assert!(err.contains("failure_rate"), "{err}");
         let err = Options::parse(["--port"].map(String::from)).unwrap_err();

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::Listener;
 use palisade::admin::AdminRouter;
 use palisade::breaker::CircuitBreaker;
 use palisade::bulkhead::Bulkhead;
@@ -14,7 +15,6 @@ use palisade::dlq::{DeadLetterQueue, Worker};
 use palisade::health::checks::{HttpCheck, RedisCheck, TcpCheck};
 use palisade::health::{HealthMonitor, MonitorConfig, ProcessSupervisor};
 use palisade::tower::ratelimit::ClientIp;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use thiserror::Error;
 
@@ -24,6 +24,7 @@ use crate::config::{
 };
 use crate::connector::{Backend, HttpBackend, StdioBackend, process_builder};
 use crate::gateway::{Connector, DeadCall, Gateway};
+use crate::sessions::{Sessions, refuse_when_full};
 
 /// The name of the per-client rate limiter in the admin API.
 pub const RATE_LIMITER: &str = "mcp-clients";
@@ -90,6 +91,8 @@ pub struct Running {
     pub monitor: HealthMonitor,
     /// The gateway.
     pub gateway: Gateway,
+    /// The open MCP sessions.
+    pub sessions: Arc<Sessions>,
     workers: Vec<Worker>,
     admin: palisade::admin::AdminServer,
     mcp: tokio::task::JoinHandle<()>,
@@ -355,17 +358,23 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
     }
 
     let cancel = tokio_util::sync::CancellationToken::new();
+    let sessions = Arc::new(Sessions::new(
+        config.server.max_sessions,
+        config.server.session_idle_timeout,
+    ));
     let mcp_service = {
         let gateway = gateway.clone();
         StreamableHttpService::new(
             move || Ok(gateway.clone()),
-            Arc::new(LocalSessionManager::default()),
+            sessions.clone(),
             StreamableHttpServerConfig::default().with_cancellation_token(cancel.child_token()),
         )
     };
-    let app = axum::Router::new().nest_service("/mcp", mcp_service);
+    let app = axum::Router::new().nest_service("/mcp", mcp_service).layer(
+        axum::middleware::from_fn_with_state(sessions.clone(), refuse_when_full),
+    );
     let addr = config.server.mcp_addr;
-    let listener = tokio::net::TcpListener::bind(addr)
+    let listener = palisade::admin::bind_nodelay(addr)
         .await
         .map_err(|source| StartError::Listen { addr, source })?;
     let mcp_addr = listener
@@ -399,6 +408,7 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
         registry,
         monitor,
         gateway,
+        sessions,
         workers,
         admin,
         mcp,

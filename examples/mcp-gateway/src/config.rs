@@ -67,7 +67,23 @@ pub struct ServerConfig {
     /// The longest a connector call may take before it counts as a timeout. Default 10 s.
     #[serde(with = "duration")]
     pub call_timeout: Duration,
+    /// The most MCP sessions open at once. Past it, a new session (`initialize`) is refused
+    /// with `503` and a `Retry-After`; open sessions keep working. Default 10 000.
+    pub max_sessions: usize,
+    /// An MCP session with no request for this long is closed (its client gets `404` and
+    /// starts a new one). Default 5 minutes.
+    #[serde(with = "duration")]
+    pub session_idle_timeout: Duration,
+    /// Threads that run the gateway (tokio workers); `0` means one per CPU core. Default 1:
+    /// a gateway mostly waits on sockets, and on a small machine (2 cores, shared with its
+    /// upstreams) one thread gave both the lowest latency and the highest throughput, because
+    /// every hand-over between worker threads costs a wake-up (docs/benchmarks.md, "Gateway").
+    /// Raise it when one core is saturated.
+    pub worker_threads: usize,
 }
+
+/// The most MCP sessions the config accepts (`server.max_sessions`).
+pub const MAX_SESSIONS_LIMIT: usize = 1_000_000;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -75,6 +91,9 @@ impl Default for ServerConfig {
             mcp_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
             call_timeout: Duration::from_secs(10),
+            max_sessions: 10_000,
+            session_idle_timeout: Duration::from_secs(300),
+            worker_threads: 1,
         }
     }
 }
@@ -278,6 +297,25 @@ impl GatewayConfig {
         self.dlq.validate().map_err(|e| e.within("dlq"))?;
         self.health.validate().map_err(|e| e.within("health"))?;
         check_timeout("server.call_timeout", self.server.call_timeout)?;
+        if self.server.max_sessions == 0 || self.server.max_sessions > MAX_SESSIONS_LIMIT {
+            return Err(ConfigError::new(
+                "server.max_sessions",
+                format!("must be within 1..={MAX_SESSIONS_LIMIT}"),
+            ));
+        }
+        if self.server.worker_threads > 1024 {
+            return Err(ConfigError::new(
+                "server.worker_threads",
+                "must be within 0..=1024 (0: one per CPU core)",
+            ));
+        }
+        let idle = self.server.session_idle_timeout;
+        if idle < Duration::from_secs(1) || idle > Duration::from_secs(86_400) {
+            return Err(ConfigError::new(
+                "server.session_idle_timeout",
+                "must be within 1s..=24h",
+            ));
+        }
         let mut partitions = HashSet::new();
         for (i, p) in self.partitions.iter().enumerate() {
             let at = |field: &str| format!("partitions[{i}].{field}");
@@ -412,6 +450,21 @@ mod tests {
         assert_eq!(
             err(&format!("[breaker]\nhalf_open_max_calls = 0\n{http}")).field,
             "breaker.half_open_max_calls"
+        );
+        assert_eq!(
+            err(&format!("[server]\nmax_sessions = 0\n{http}")).field,
+            "server.max_sessions"
+        );
+        assert_eq!(
+            err(&format!(
+                "[server]\nsession_idle_timeout = \"10ms\"\n{http}"
+            ))
+            .field,
+            "server.session_idle_timeout"
+        );
+        assert_eq!(
+            err(&format!("[server]\nworker_threads = 5000\n{http}")).field,
+            "server.worker_threads"
         );
         let mut ok = GatewayConfig::from_toml(http).unwrap();
         assert_eq!(

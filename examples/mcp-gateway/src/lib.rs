@@ -10,6 +10,7 @@
 //! - a health monitor checks connectors (and Redis) and restarts crashed child servers, with
 //!   backoff and crash-loop protection;
 //! - refusals reach the client as tool errors with a retry time, never as a dropped session;
+//! - MCP sessions are bounded: a cap on open sessions (`503` past it) and an idle timeout;
 //! - the admin router (JSON, dashboard, Prometheus metrics, events) runs on a loopback port.
 //!
 //! ```text
@@ -23,6 +24,7 @@ pub mod app;
 pub mod config;
 pub mod connector;
 pub mod gateway;
+pub mod sessions;
 
 pub use app::{DLQ, RATE_LIMITER, REDIS_COMPONENT, Running, StartError, StartOptions, start};
 pub use config::{DEMO_CONFIG, GatewayConfig};

@@ -6,6 +6,12 @@ use std::process::ExitCode;
 
 use mcp_gateway::{GatewayConfig, StartOptions};
 
+/// mimalloc instead of the system allocator: a call through the gateway makes a few hundred
+/// small allocations (JSON values, headers, futures), and glibc's malloc took about a fifth of
+/// the gateway's CPU time under load (docs/benchmarks.md, "Gateway").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "\
 usage: mcp-gateway [--config FILE]          serve (default: the embedded demo configuration)
        mcp-gateway --print-demo-config      print the demo configuration, to start your own
@@ -109,7 +115,12 @@ fn main() -> ExitCode {
             return ExitCode::from(78); // EX_CONFIG
         }
     };
+    let workers = match config.server.worker_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
     {

@@ -618,3 +618,55 @@ async fn while_redis_is_down_failed_calls_are_kept_in_memory_and_replayed() {
     drop(client);
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_past_the_cap_are_refused_and_idle_ones_are_closed() {
+    let upstream = Upstream::start(&[]).await;
+    let config = format!(
+        "{SERVER}max_sessions = 2\nsession_idle_timeout = \"2s\"\n{}",
+        http_connector("weather", &upstream.url, "")
+    );
+    let gw = Gateway::start(&config, &[]).await;
+    let a = gw.client().await;
+    let b = gw.client().await;
+
+    // A third session is refused with a status, a Retry-After and a message naming the limit.
+    let (status, retry_after, body) = gw.raw_initialize().await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(retry_after.as_deref(), Some("5"));
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["id"], 1);
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("session limit reached: 2 MCP sessions"),
+        "{message}"
+    );
+    assert_eq!(error["error"]["data"]["error"], "session_limit");
+
+    // The open sessions keep working.
+    for client in [&a, &b] {
+        let r = call(client, "weather.forecast", json!({"city": "Oslo"})).await;
+        assert_eq!(error_code(&r), None, "{r:?}");
+    }
+
+    // A closed session (HTTP DELETE) frees its slot at once.
+    a.cancel().await.unwrap();
+    let (status, _, body) = gw.raw_initialize().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        gw.raw_initialize().await.0,
+        503,
+        "full again: b and the raw session"
+    );
+
+    // Sessions idle for 2 s are closed, so a new one is admitted again (nothing touches b or
+    // the raw session meanwhile: refused initialize requests name no session).
+    eventually(
+        "an idle session closed",
+        Duration::from_secs(30),
+        || async { gw.raw_initialize().await.0 == 200 },
+    )
+    .await;
+    drop(b);
+    gw.stop().await;
+}

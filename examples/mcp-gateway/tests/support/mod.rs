@@ -204,6 +204,29 @@ impl Gateway {
             .expect("MCP handshake with the gateway")
     }
 
+    /// A bare `initialize` POST (no `initialized` notification, no SSE stream, never closed):
+    /// what a client that leaks sessions sends. The status, `Retry-After` and body.
+    pub async fn raw_initialize(&self) -> (u16, Option<String>, String) {
+        let body = serde_json::json!({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "raw", "version": "0"}},
+        });
+        let response = reqwest::Client::new()
+            .post(&self.mcp)
+            .header("accept", "application/json, text/event-stream")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (status, retry_after, response.text().await.unwrap())
+    }
+
     /// `GET {admin}{path}` as JSON.
     pub async fn get(&self, path: &str) -> Value {
         let response = reqwest::get(format!("{}{path}", self.admin)).await.unwrap();

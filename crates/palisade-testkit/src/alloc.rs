@@ -7,27 +7,36 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Forwards to [`System`], counting allocations while a measurement runs.
 #[derive(Debug)]
 pub struct CountingAlloc;
 
-/// Set while any measurement runs (the only check on the path when none does).
-static ANY: AtomicBool = AtomicBool::new(false);
-/// Set while [`allocs_per_call`] counts on every thread.
-static ALL_THREADS: AtomicBool = AtomicBool::new(false);
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
+/// Measurements running now, of either kind (the only check on the path when none does).
+static MEASURING: AtomicUsize = AtomicUsize::new(0);
+/// [`allocs_per_call`] measurements running now (they count every thread).
+static ALL_THREADS: AtomicUsize = AtomicUsize::new(0);
+/// Allocations on every thread while an [`allocs_per_call`] runs.
+static ALL_ALLOCS: AtomicU64 = AtomicU64::new(0);
 thread_local! {
+    /// Set while [`allocations_in`] measures on this thread.
     static THIS_THREAD: Cell<bool> = const { Cell::new(false) };
+    /// This thread's count for [`allocations_in`]: no other thread, and no other test running
+    /// in parallel, can add to it or reset it.
+    static THIS_THREAD_ALLOCS: Cell<u64> = const { Cell::new(0) };
 }
 
 #[inline]
 fn count() {
-    if ANY.load(Ordering::Relaxed)
-        && (ALL_THREADS.load(Ordering::Relaxed) || THIS_THREAD.with(Cell::get))
-    {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+    if MEASURING.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    if THIS_THREAD.with(Cell::get) {
+        THIS_THREAD_ALLOCS.with(|c| c.set(c.get() + 1));
+    }
+    if ALL_THREADS.load(Ordering::Relaxed) > 0 {
+        ALL_ALLOCS.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -58,30 +67,32 @@ unsafe impl GlobalAlloc for CountingAlloc {
     }
 }
 
-/// Heap allocations made by `f` on this thread.
+/// Heap allocations made by `f` on this thread. Counted per thread, so tests measuring in
+/// parallel in one binary neither see nor reset each other's counts.
 pub fn allocations_in(f: impl FnOnce()) -> u64 {
-    ALLOCS.store(0, Ordering::Relaxed);
+    THIS_THREAD_ALLOCS.with(|c| c.set(0));
     THIS_THREAD.with(|c| c.set(true));
-    ANY.store(true, Ordering::SeqCst);
+    MEASURING.fetch_add(1, Ordering::SeqCst);
     f();
-    ANY.store(false, Ordering::SeqCst);
+    MEASURING.fetch_sub(1, Ordering::SeqCst);
     THIS_THREAD.with(|c| c.set(false));
-    ALLOCS.load(Ordering::Relaxed)
+    THIS_THREAD_ALLOCS.with(Cell::get)
 }
 
 /// Heap allocations per call of `f` on any thread, averaged over `n` calls (after one warm-up
-/// call).
+/// call). For benchmarks, which run one at a time: allocations of other threads in the process
+/// count too.
 pub fn allocs_per_call(n: u64, mut f: impl FnMut()) -> f64 {
     f();
-    ALLOCS.store(0, Ordering::Relaxed);
-    ALL_THREADS.store(true, Ordering::SeqCst);
-    ANY.store(true, Ordering::SeqCst);
+    ALL_ALLOCS.store(0, Ordering::Relaxed);
+    ALL_THREADS.fetch_add(1, Ordering::SeqCst);
+    MEASURING.fetch_add(1, Ordering::SeqCst);
     for _ in 0..n {
         f();
     }
-    ANY.store(false, Ordering::SeqCst);
-    ALL_THREADS.store(false, Ordering::SeqCst);
-    ALLOCS.load(Ordering::Relaxed) as f64 / n as f64
+    MEASURING.fetch_sub(1, Ordering::SeqCst);
+    ALL_THREADS.fetch_sub(1, Ordering::SeqCst);
+    ALL_ALLOCS.load(Ordering::Relaxed) as f64 / n as f64
 }
 
 #[cfg(test)]
@@ -107,5 +118,34 @@ mod tests {
             drop(std::hint::black_box(vec![1u8; 16]));
         });
         assert_eq!(per_call, 1.0);
+    }
+
+    /// Two threads measure at the same time, one allocating and one not: each sees exactly its
+    /// own count (with one process-wide counter, the idle one saw the other's allocations, and
+    /// whichever finished first reset or stopped the other's count).
+    #[test]
+    fn parallel_measurements_do_not_see_each_other() {
+        use std::sync::{Arc, Barrier};
+        for _ in 0..50 {
+            let barrier = Arc::new(Barrier::new(2));
+            let busy = {
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    allocations_in(|| {
+                        barrier.wait();
+                        for i in 0..200u64 {
+                            drop(std::hint::black_box(Box::new(i)));
+                        }
+                        barrier.wait();
+                    })
+                })
+            };
+            let idle = allocations_in(|| {
+                barrier.wait();
+                barrier.wait();
+            });
+            assert_eq!(idle, 0);
+            assert_eq!(busy.join().unwrap(), 200);
+        }
     }
 }

@@ -20,8 +20,8 @@
 //! `http://127.0.0.1:<port>/mcp`, for benchmarks and MCP connectors; it prints
 //! `flaky-upstream MCP endpoint http://127.0.0.1:<port>/mcp` once it accepts connections.
 //!
-//! **stdio MCP server** (`--stdio`): tools `echo`, `add`, `pid` and `crash` (which exits the
-//! process), over newline-delimited JSON-RPC on stdin/stdout; `--crash-at-start` exits with
+//! **stdio MCP server** (`--stdio`): tools `echo`, `add`, `pid`, `echo_json` (the HTTP mode's
+//! answer) and `crash` (which exits the process), over newline-delimited JSON-RPC on stdin/stdout; `--crash-at-start` exits with
 //! status 2 before serving, like a server with a broken config; `--tools-file PATH` adds one
 //! echo tool per line of the file, read at start (so the list can change between starts).
 //!
@@ -386,8 +386,9 @@ async fn serve_mcp(port: u16) -> Result<(), String> {
         StreamableHttpServerConfig, StreamableHttpService,
     };
     let (listener, local) = listen(port).await?;
+    let tools = McpTools::default();
     let service = StreamableHttpService::new(
-        || Ok(McpTools::default()),
+        move || Ok(tools.clone()),
         Arc::new(LocalSessionManager::default()),
         StreamableHttpServerConfig::default(),
     );
@@ -409,10 +410,13 @@ async fn serve_stdio(tools_file: Option<&str>) -> Result<(), String> {
             .collect(),
         None => Vec::new(),
     };
-    let service = McpTools { extra }
-        .serve(rmcp::transport::stdio())
-        .await
-        .map_err(|e| format!("MCP handshake failed: {e}"))?;
+    let service = McpTools {
+        extra,
+        ..McpTools::default()
+    }
+    .serve(rmcp::transport::stdio())
+    .await
+    .map_err(|e| format!("MCP handshake failed: {e}"))?;
     service
         .waiting()
         .await
@@ -420,12 +424,19 @@ async fn serve_stdio(tools_file: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
-/// The MCP server's tools (stdio and streamable HTTP): `echo`, `add`, `pid` and `crash`, plus `extra` ones that echo
-/// `text` (from `--tools-file`, so a test can change the list between starts).
+/// The MCP server's tools (stdio and streamable HTTP): `echo`, `add`, `pid`, `crash` and
+/// `echo_json`, plus `extra` ones that echo `text` (from `--tools-file`, so a test can change
+/// the list between starts).
+///
+/// `echo_json` answers what the HTTP mode answers, `{"tool", "arguments", "pid", "call"}`, as
+/// structured content: the gateway benchmark's direct baseline returns the same payload as a
+/// call through the gateway to an HTTP upstream.
 #[derive(Debug, Clone, Default)]
 pub struct McpTools {
     /// Names of the extra echo tools.
     pub extra: Vec<String>,
+    /// `echo_json` calls answered, shared by every session of one server.
+    pub calls: Arc<AtomicU64>,
 }
 
 fn schema(value: Value) -> Arc<JsonObject> {
@@ -454,6 +465,11 @@ fn tools(extra: &[String]) -> Vec<Tool> {
             "pid",
             "Returns this server's process id.",
             schema(json!({"type": "object", "properties": {}})),
+        ),
+        Tool::new(
+            "echo_json",
+            "Returns `{tool, arguments, pid, call}`, as the HTTP mode does.",
+            schema(json!({"type": "object"})),
         ),
         Tool::new(
             "crash",
@@ -510,6 +526,12 @@ impl ServerHandler for McpTools {
                 CallToolResult::structured(json!({"sum": sum}))
             }
             "pid" => CallToolResult::structured(json!({"pid": std::process::id()})),
+            "echo_json" => CallToolResult::structured(json!({
+                "tool": name,
+                "arguments": args,
+                "pid": std::process::id(),
+                "call": self.calls.fetch_add(1, Ordering::Relaxed) + 1,
+            })),
             "crash" => {
                 eprintln!("flaky-upstream: crashing, as asked (crash tool)");
                 std::process::exit(CRASH_STATUS);

@@ -68,7 +68,9 @@ pub struct ServerConfig {
     #[serde(with = "duration")]
     pub call_timeout: Duration,
     /// The most MCP sessions open at once. Past it, a new session (`initialize`) is refused
-    /// with `503` and a `Retry-After`; open sessions keep working. Default 10 000.
+    /// with `503` and a `Retry-After`; open sessions keep working. Default 2 000: an idle
+    /// session holds about 110 KiB (rmcp's session task and channels), so the default bounds
+    /// what a client leaking sessions can take to about 220 MiB.
     pub max_sessions: usize,
     /// An MCP session with no request for this long is closed (its client gets `404` and
     /// starts a new one). Default 5 minutes.
@@ -91,7 +93,7 @@ impl Default for ServerConfig {
             mcp_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
             call_timeout: Duration::from_secs(10),
-            max_sessions: 10_000,
+            max_sessions: 2_000,
             session_idle_timeout: Duration::from_secs(300),
             worker_threads: 1,
         }

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::DlqConfig;
 use crate::failure::{Failure, FailureKind, truncate};
 use crate::memory::MemoryStore;
+use crate::policy::Schedule;
 use crate::store::{
     EntryId, EntryState, FailureRecord, Filter, NewEntry, Page, Store, StoreError, StoreStats,
     StoredEntry, Trimmed,
@@ -424,6 +425,42 @@ where
         failure: Failure,
         metadata: BTreeMap<String, String>,
     ) -> Result<EntryId, DlqError> {
+        self.enqueue(operation, payload, failure, metadata, false)
+            .await
+    }
+
+    /// Records a failed operation as `parked` at once: kept for an operator, never retried by
+    /// the worker until someone asks ([`retry`](Self::retry), `retry_matching`, or the admin
+    /// API's `retry`). For operations that must not run twice by themselves, such as a call
+    /// that timed out (its outcome is unknown) to a tool that is not idempotent.
+    ///
+    /// ```
+    /// # use palisade_dlq::{DeadLetterQueue, Failure, EntryState};
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dlq = DeadLetterQueue::<String>::builder("emails").build()?;
+    /// let id = dlq.park("send_email", &"to: ops@example.com".to_owned(), Failure::timeout("no answer in 10 s")).await?;
+    /// assert_eq!(dlq.get(id).await?.unwrap().state, EntryState::Parked);
+    /// dlq.retry(id).await?; // an operator decided it did not run: replay it
+    /// # Ok(()) }
+    /// ```
+    pub async fn park(
+        &self,
+        operation: &str,
+        payload: &T,
+        failure: Failure,
+    ) -> Result<EntryId, DlqError> {
+        self.enqueue(operation, payload, failure, BTreeMap::new(), true)
+            .await
+    }
+
+    async fn enqueue(
+        &self,
+        operation: &str,
+        payload: &T,
+        failure: Failure,
+        metadata: BTreeMap<String, String>,
+        park: bool,
+    ) -> Result<EntryId, DlqError> {
         let s = &*self.inner;
         let cfg = s.config();
         let bytes = serde_json::to_vec(payload).map_err(|e| DlqError::Encode {
@@ -437,7 +474,11 @@ where
                 max: cfg.max_payload_bytes,
             });
         }
-        let schedule = cfg.policies.schedule(1, &failure, fastrand::f64());
+        let schedule = if park {
+            Schedule::Park
+        } else {
+            cfg.policies.schedule(1, &failure, fastrand::f64())
+        };
         let id = s
             .store
             .enqueue(

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use palisade_core::{ComponentKind, Registry};
 use palisade_dlq::{
-    Backoff, DeadLetterQueue, DlqConfig, DlqError, EntryState, Failure, FailureKind, Filter,
-    MemoryStore, Policies, RedisStore, RetryPolicy, Store,
+    Backoff, DeadLetterQueue, DlqConfig, DlqError, EntryId, EntryState, Failure, FailureKind,
+    Filter, MemoryStore, Policies, RedisStore, RetryPolicy, Store,
 };
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -361,6 +361,35 @@ mod cases {
         assert_eq!(stats.store.totals.discarded, 4);
         assert_eq!(dlq.purge().await.unwrap(), 1);
         assert_eq!(dlq.stats().await.unwrap().store.totals.purged, 1);
+    }
+
+    pub async fn parked_entries_wait_for_an_operator(store: Arc<dyn Store>) {
+        let dlq = queue::<Call>("cases-park", store.clone(), fast_config());
+        // A timeout would be retried at once under these policies; parked, it is not.
+        let parked = dlq
+            .park("send", &call(1), Failure::timeout("no answer"))
+            .await
+            .unwrap();
+        let scheduled = dlq
+            .push("send", &call(2), Failure::timeout("no answer"))
+            .await
+            .unwrap();
+        let e = dlq.get(parked).await.unwrap().unwrap();
+        assert_eq!(
+            (e.state, e.kind, e.attempts),
+            (EntryState::Parked, FailureKind::Timeout, 1)
+        );
+        assert_eq!(e.next_attempt_ms, None);
+        // Only the scheduled entry can be claimed.
+        let leases = store.claim(10, Duration::from_secs(60)).await.unwrap();
+        let claimed: Vec<EntryId> = leases.iter().map(|l| l.entry.id).collect();
+        assert_eq!(claimed, vec![scheduled]);
+        // An operator's retry makes it due.
+        assert!(dlq.retry(parked).await.unwrap());
+        let leases = store.claim(10, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(leases.len(), 1);
+        assert_eq!(leases[0].entry.id, parked);
+        dlq.purge().await.unwrap();
     }
 
     pub async fn the_size_bound_evicts_the_oldest_and_counts_them(store: Arc<dyn Store>) {
@@ -716,6 +745,7 @@ macro_rules! suite {
                 a_stale_lease_cannot_ack,
                 undecodable_entries_are_quarantined_and_the_worker_carries_on,
                 operators_retry_discard_and_purge,
+                parked_entries_wait_for_an_operator,
                 the_size_bound_evicts_the_oldest_and_counts_them,
                 ten_thousand_entries_end_acked_or_parked_exactly_once,
                 an_aborted_worker_leaves_a_lease_that_expires,

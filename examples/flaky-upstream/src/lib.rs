@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::Listener;
@@ -47,6 +47,7 @@ use parking_lot::Mutex;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, ServiceExt};
@@ -241,7 +242,12 @@ pub struct Control {
     behaviour: Mutex<Behaviour>,
     ok: AtomicU64,
     failed: AtomicU64,
+    /// The last calls that carried an `Idempotency-Key`: `{tool, key, ok}`, oldest first.
+    keyed: Mutex<std::collections::VecDeque<Value>>,
 }
+
+/// How many keyed calls `GET /control` reports.
+const KEYED_CALLS_KEPT: usize = 64;
 
 impl Control {
     /// A control starting with `behaviour`.
@@ -260,7 +266,19 @@ impl Control {
                 "failed": self.failed.load(Ordering::Relaxed),
             },
             "pid": std::process::id(),
+            "idempotency_keys": *self.keyed.lock(),
         })
+    }
+
+    fn record_key(&self, tool: &str, headers: &HeaderMap, ok: bool) {
+        let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) else {
+            return;
+        };
+        let mut keyed = self.keyed.lock();
+        if keyed.len() == KEYED_CALLS_KEPT {
+            keyed.pop_front();
+        }
+        keyed.push_back(json!({"tool": tool, "key": key, "ok": ok}));
     }
 }
 
@@ -297,6 +315,7 @@ async fn listen(port: u16) -> Result<(NoDelayListener, SocketAddr), String> {
 async fn call_tool(
     State(control): State<Arc<Control>>,
     Path(tool): Path<String>,
+    headers: HeaderMap,
     body: Option<Json<Value>>,
 ) -> Response {
     let behaviour = control.behaviour.lock().clone();
@@ -305,6 +324,7 @@ async fn call_tool(
     }
     let arguments = body.map(|Json(v)| v).unwrap_or(Value::Null);
     if behaviour.failure_rate > 0.0 && fastrand::f64() < behaviour.failure_rate {
+        control.record_key(&tool, &headers, false);
         let n = control.failed.fetch_add(1, Ordering::Relaxed) + 1;
         let status =
             StatusCode::from_u16(behaviour.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
@@ -320,6 +340,7 @@ async fn call_tool(
         }
         return response;
     }
+    control.record_key(&tool, &headers, true);
     let call = control.ok.fetch_add(1, Ordering::Relaxed) + 1;
     Json(json!({
         "tool": tool,
@@ -424,6 +445,9 @@ async fn serve_stdio(tools_file: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
+/// The `_meta` key under which `echo_json` looks for an idempotency key (the gateway's).
+pub const IDEMPOTENCY_META: &str = "palisade/idempotency-key";
+
 /// The MCP server's tools (stdio and streamable HTTP): `echo`, `add`, `pid`, `crash` and
 /// `echo_json`, plus `extra` ones that echo `text` (from `--tools-file`, so a test can change
 /// the list between starts).
@@ -452,20 +476,23 @@ fn tools(extra: &[String]) -> Vec<Tool> {
             json!({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}),
         )
     };
+    let read_only = || ToolAnnotations::new().read_only(true);
     let mut all = vec![
-        Tool::new("echo", "Returns its `text` argument.", echo_schema()),
+        Tool::new("echo", "Returns its `text` argument.", echo_schema()).annotate(read_only()),
         Tool::new(
             "add",
             "Adds the numbers `a` and `b`.",
             schema(
                 json!({"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}, "required": ["a", "b"]}),
             ),
-        ),
+        )
+        .annotate(read_only()),
         Tool::new(
             "pid",
             "Returns this server's process id.",
             schema(json!({"type": "object", "properties": {}})),
-        ),
+        )
+        .annotate(read_only()),
         Tool::new(
             "echo_json",
             "Returns `{tool, arguments, pid, call}`, as the HTTP mode does.",
@@ -509,8 +536,14 @@ impl ServerHandler for McpTools {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        // The idempotency key a gateway sends in `_meta` (rmcp moves `_meta` to the context).
+        let key = request
+            .meta
+            .as_ref()
+            .and_then(|m| m.get(IDEMPOTENCY_META).cloned())
+            .or_else(|| context.meta.get(IDEMPOTENCY_META).cloned());
         let args = request.arguments.unwrap_or_default();
         let name = request.name.as_ref();
         let result = match name {
@@ -531,6 +564,7 @@ impl ServerHandler for McpTools {
                 "arguments": args,
                 "pid": std::process::id(),
                 "call": self.calls.fetch_add(1, Ordering::Relaxed) + 1,
+                "idempotency_key": key,
             })),
             "crash" => {
                 eprintln!("flaky-upstream: crashing, as asked (crash tool)");

@@ -285,7 +285,8 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
             bulkhead,
             backend,
             timeout: c.timeout.unwrap_or(config.server.call_timeout),
-            dead_letter: c.dead_letter,
+            replay: c.replay_policy(),
+            tool_replay: c.tool_replay.clone(),
         }));
     }
 

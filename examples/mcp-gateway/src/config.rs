@@ -12,6 +12,8 @@ use palisade::health::CheckConfig;
 use palisade::ratelimit::RateLimitConfig;
 use serde::Deserialize;
 
+use crate::replay::ReplayPolicy;
+
 /// The embedded demo configuration: what `cargo run -p mcp-gateway` serves with no `--config`.
 pub const DEMO_CONFIG: &str = include_str!("../demo.toml");
 
@@ -184,10 +186,31 @@ pub struct ConnectorConfig {
     #[serde(default, with = "duration::option")]
     pub timeout: Option<Duration>,
     /// Failed calls that may succeed later (timeouts, 5xx, unavailable) go to the dead-letter
-    /// queue and are replayed when the connector recovers. Default true; turn it off for tools
-    /// that must not run late.
+    /// queue under each tool's replay policy. Default true; `false` is `replay = "never"` for
+    /// every tool (set one or the other).
     #[serde(default = "yes")]
     pub dead_letter: bool,
+    /// The replay policy of all its tools (`never`, `park`, `idempotent`, `always`), instead
+    /// of the default each tool's MCP annotations give (read-only: `never`; idempotent:
+    /// `idempotent`; otherwise `park`). See `mcp_gateway::replay::ReplayPolicy`.
+    #[serde(default)]
+    pub replay: Option<ReplayPolicy>,
+    /// Per-tool replay policies (`tool_replay = { send_email = "never" }`), by the tool's name
+    /// at the connector; they override `replay` and the annotations.
+    #[serde(default)]
+    pub tool_replay: std::collections::BTreeMap<String, ReplayPolicy>,
+}
+
+impl ConnectorConfig {
+    /// The replay policy of all its tools, when the config sets one (`replay`, or `never`
+    /// with `dead_letter = false`).
+    pub fn replay_policy(&self) -> Option<ReplayPolicy> {
+        if self.dead_letter {
+            self.replay
+        } else {
+            Some(ReplayPolicy::Never)
+        }
+    }
 }
 
 fn default_partition() -> String {
@@ -210,6 +233,47 @@ pub struct ToolConfig {
     /// Its input JSON schema. Default: any object.
     #[serde(default)]
     pub input_schema: Option<serde_json::Value>,
+    /// Its MCP annotations, shown to clients in `tools/list` and deciding its default replay
+    /// policy: `annotations = { readOnlyHint = true }`.
+    #[serde(default)]
+    pub annotations: Option<ToolHints>,
+}
+
+/// A tool's MCP annotations (hints), as written in the config, with the MCP names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ToolHints {
+    /// A title for people.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// It changes nothing (`readOnlyHint`): a failed call is never replayed.
+    #[serde(default)]
+    pub read_only_hint: Option<bool>,
+    /// It may destroy or overwrite data (`destructiveHint`).
+    #[serde(default)]
+    pub destructive_hint: Option<bool>,
+    /// Calling it twice with the same arguments does what calling it once does
+    /// (`idempotentHint`): a failed call is replayed.
+    #[serde(default)]
+    pub idempotent_hint: Option<bool>,
+    /// It reaches outside systems (`openWorldHint`).
+    #[serde(default)]
+    pub open_world_hint: Option<bool>,
+}
+
+impl ToolHints {
+    /// The MCP form.
+    pub fn to_annotations(&self) -> rmcp::model::ToolAnnotations {
+        let mut a = match &self.title {
+            Some(title) => rmcp::model::ToolAnnotations::with_title(title.clone()),
+            None => rmcp::model::ToolAnnotations::new(),
+        };
+        a.read_only_hint = self.read_only_hint;
+        a.destructive_hint = self.destructive_hint;
+        a.idempotent_hint = self.idempotent_hint;
+        a.open_world_hint = self.open_world_hint;
+        a
+    }
 }
 
 fn valid_name(name: &str) -> bool {
@@ -354,6 +418,23 @@ impl GatewayConfig {
             if let Some(t) = c.timeout {
                 check_timeout(&at("timeout"), t)?;
             }
+            if !c.dead_letter && (c.replay.is_some() || !c.tool_replay.is_empty()) {
+                return Err(ConfigError::new(
+                    at("dead_letter"),
+                    "dead_letter = false means replay = \"never\" for every tool; set either it or replay/tool_replay",
+                ));
+            }
+            if c.kind == ConnectorKind::Http
+                && let Some(tool) = c
+                    .tool_replay
+                    .keys()
+                    .find(|name| !c.tools.iter().any(|t| &t.name == *name))
+            {
+                return Err(ConfigError::new(
+                    at(&format!("tool_replay.{tool}")),
+                    "no tool of this connector has that name",
+                ));
+            }
             match c.kind {
                 ConnectorKind::Http => {
                     let url = c.url.as_deref().unwrap_or_default();
@@ -457,6 +538,40 @@ mod tests {
             err(&format!("[server]\nmax_sessions = 0\n{http}")).field,
             "server.max_sessions"
         );
+        assert_eq!(
+            err(&format!("{http}dead_letter = false\nreplay = \"always\"\n")).field,
+            "connectors[0].dead_letter"
+        );
+        assert_eq!(
+            err(&format!("{http}tool_replay = {{ nope = \"never\" }}\n")).field,
+            "connectors[0].tool_replay.nope"
+        );
+        assert!(
+            err(&format!("{http}replay = \"sometimes\"\n"))
+                .reason
+                .contains("sometimes")
+        );
+        let typo = http.replace(
+            "{name = \"t\"}",
+            "{name = \"t\", annotations = { readOnly = true }}",
+        );
+        assert!(err(&typo).reason.contains("readOnly"), "{}", err(&typo));
+        let hinted = http.replace(
+            "{name = \"t\"}",
+            "{name = \"t\", annotations = { readOnlyHint = true }}",
+        );
+        let config =
+            GatewayConfig::from_toml(&format!("{hinted}tool_replay = {{ t = \"park\" }}\n"))
+                .unwrap();
+        assert_eq!(
+            config.connectors[0].tools[0]
+                .annotations
+                .as_ref()
+                .unwrap()
+                .read_only_hint,
+            Some(true)
+        );
+        assert_eq!(config.connectors[0].tool_replay["t"], ReplayPolicy::Park);
         assert_eq!(
             err(&format!(
                 "[server]\nsession_idle_timeout = \"10ms\"\n{http}"

@@ -10,12 +10,14 @@ use palisade::health::{ProcessBuilder, ProcessSupervisor};
 use parking_lot::Mutex;
 use rmcp::ServiceExt;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ContentBlock, ErrorCode, JsonObject, Tool,
+    CallToolRequestParams, CallToolResult, ContentBlock, ErrorCode, JsonObject, MetaObject,
+    RequestMetaObject, Tool, ToolAnnotations,
 };
 use rmcp::service::{RoleClient, RunningService, ServiceError};
 use serde_json::Value;
 
-use crate::config::ToolConfig;
+use crate::config::{ToolConfig, ToolHints};
+use crate::replay::{IDEMPOTENCY_HEADER, IDEMPOTENCY_META};
 
 /// Longest upstream error text kept in a tool error or a dead-letter entry.
 const MAX_ERROR_TEXT: usize = 512;
@@ -79,11 +81,31 @@ impl Backend {
         }
     }
 
-    /// Calls `tool` with `args`.
-    pub async fn call(&self, tool: &str, args: &JsonObject) -> Result<CallToolResult, CallError> {
+    /// The MCP annotations of `tool` (HTTP: from the config; stdio: as the server lists them).
+    pub fn annotations(&self, tool: &str) -> Option<ToolAnnotations> {
+        let find = |tools: &[Tool]| {
+            tools
+                .iter()
+                .find(|t| t.name == tool)
+                .and_then(|t| t.annotations.clone())
+        };
         match self {
-            Backend::Http(h) => h.call(tool, args).await,
-            Backend::Stdio(s) => s.call(tool, args).await,
+            Backend::Http(h) => find(&h.tools),
+            Backend::Stdio(s) => find(&s.slot.lock().tools),
+        }
+    }
+
+    /// Calls `tool` with `args`; `key`, the call's idempotency key, goes along (HTTP header
+    /// `Idempotency-Key`, or `_meta` for an MCP server).
+    pub async fn call(
+        &self,
+        tool: &str,
+        args: &JsonObject,
+        key: Option<&str>,
+    ) -> Result<CallToolResult, CallError> {
+        match self {
+            Backend::Http(h) => h.call(tool, args, key).await,
+            Backend::Stdio(s) => s.call(tool, args, key).await,
         }
     }
 }
@@ -113,7 +135,9 @@ impl HttpBackend {
                         map
                     }
                 };
-                Tool::new(t.name.clone(), t.description.clone(), Arc::new(schema))
+                let mut tool = Tool::new(t.name.clone(), t.description.clone(), Arc::new(schema));
+                tool.annotations = t.annotations.as_ref().map(ToolHints::to_annotations);
+                tool
             })
             .collect();
         let base = base.trim_end_matches('/').to_owned();
@@ -139,11 +163,19 @@ impl HttpBackend {
         }
     }
 
-    async fn call(&self, tool: &str, args: &JsonObject) -> Result<CallToolResult, CallError> {
-        let request = match self.urls.get(tool) {
+    async fn call(
+        &self,
+        tool: &str,
+        args: &JsonObject,
+        key: Option<&str>,
+    ) -> Result<CallToolResult, CallError> {
+        let mut request = match self.urls.get(tool) {
             Some(url) => self.client.post(url.clone()),
             None => self.client.post(format!("{}/tools/{tool}", self.base)),
         };
+        if let Some(key) = key {
+            request = request.header(IDEMPOTENCY_HEADER, key);
+        }
         // For messages only: formatted when a call fails, not on every call.
         let url = || format!("{}/tools/{tool}", self.base);
         let response = request.json(args).send().await.map_err(|e| {
@@ -400,15 +432,25 @@ impl StdioBackend {
         }
     }
 
-    async fn call(&self, tool: &str, args: &JsonObject) -> Result<CallToolResult, CallError> {
+    async fn call(
+        &self,
+        tool: &str,
+        args: &JsonObject,
+        key: Option<&str>,
+    ) -> Result<CallToolResult, CallError> {
         let Some((_, client)) = self.session() else {
             return Err(CallError::Failed(Failure::unavailable(format!(
                 "{}: the stdio server is not running (starting or restarting)",
                 self.name
             ))));
         };
-        let params =
+        let mut params =
             CallToolRequestParams::new(Cow::Owned(tool.to_owned())).with_arguments(args.clone());
+        if let Some(key) = key {
+            let mut meta = JsonObject::new();
+            meta.insert(IDEMPOTENCY_META.to_owned(), Value::from(key));
+            params.meta = Some(RequestMetaObject(MetaObject(meta)));
+        }
         match client.call_tool(params).await {
             Ok(result) => Ok(result),
             Err(ServiceError::McpError(e))

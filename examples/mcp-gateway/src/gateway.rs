@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::connector::{Backend, CallError};
+use crate::replay::{ReplayPolicy, idempotency_key};
 
 /// A call that failed in a way that may pass, as kept in the dead-letter queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,6 +35,10 @@ pub struct DeadCall {
     pub arguments: JsonObject,
     /// Who called (the client's IP address).
     pub client: String,
+    /// The key the first attempt carried; every replay carries it too, so the upstream can
+    /// deduplicate (`Idempotency-Key` header, or `_meta` for MCP upstreams).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// One connector with its breaker, its partition's bulkhead and its backend.
@@ -49,8 +54,11 @@ pub struct Connector {
     pub backend: Backend,
     /// The longest a call may take.
     pub timeout: Duration,
-    /// Whether retryable failures are dead-lettered.
-    pub dead_letter: bool,
+    /// The replay policy of all its tools (`replay`, or `never` with `dead_letter = false`),
+    /// when set: it overrides the tools' annotations.
+    pub replay: Option<ReplayPolicy>,
+    /// Per-tool replay policies (`tool_replay`), overriding everything else.
+    pub tool_replay: BTreeMap<String, ReplayPolicy>,
 }
 
 /// Why a call was not attempted; the client may retry (after `retry_after` when given).
@@ -93,8 +101,22 @@ pub enum Outcome {
 }
 
 impl Connector {
+    /// The replay policy of `tool`: `tool_replay`, else the connector's `replay`, else the
+    /// default of the tool's MCP annotations; and whether it came from the config.
+    pub fn replay_policy(&self, tool: &str) -> (ReplayPolicy, bool) {
+        if let Some(policy) = self.tool_replay.get(tool) {
+            return (*policy, true);
+        }
+        if let Some(policy) = self.replay {
+            return (policy, true);
+        }
+        let annotations = self.backend.annotations(tool);
+        (ReplayPolicy::from_annotations(annotations.as_ref()), false)
+    }
+
     /// Runs one call: breaker, then bulkhead, then the backend under the call timeout.
-    pub async fn invoke(&self, tool: &str, args: &JsonObject) -> Outcome {
+    /// `key` is the call's idempotency key, passed to the upstream.
+    pub async fn invoke(&self, tool: &str, args: &JsonObject, key: Option<&str>) -> Outcome {
         let permit = match self.breaker.try_acquire() {
             Ok(permit) => permit,
             Err(rejected) => {
@@ -114,7 +136,7 @@ impl Connector {
                 });
             }
         };
-        match tokio::time::timeout(self.timeout, self.backend.call(tool, args)).await {
+        match tokio::time::timeout(self.timeout, self.backend.call(tool, args, key)).await {
             Err(_) => {
                 permit.failure();
                 Outcome::Failed(Failure::timeout(format!(
@@ -336,7 +358,11 @@ impl Gateway {
             }
             return Err(unknown());
         }
-        match connector.invoke(tool, &args).await {
+        let (policy, configured) = connector.replay_policy(tool);
+        // Every call that may be replayed carries a key from its first attempt on, so the
+        // upstream can tell a replay from a new call.
+        let key = policy.queues().then(idempotency_key);
+        match connector.invoke(tool, &args, key.as_deref()).await {
             Outcome::Done(result) => Ok(result),
             Outcome::Rejected(message) => Ok(tool_error(
                 format!(
@@ -345,9 +371,18 @@ impl Gateway {
                 json!({"error": "rejected_by_upstream", "tool": name, "message": message}),
             )),
             Outcome::Refused(refusal) => Ok(refusal_result(name, &refusal)),
-            Outcome::Failed(failure) => Ok(self
-                .dead_letter(connector, tool, name, args, client, failure)
-                .await),
+            Outcome::Failed(failure) => {
+                let call = DeadCall {
+                    connector: connector.name.clone(),
+                    tool: tool.to_owned(),
+                    arguments: args,
+                    client: client.to_owned(),
+                    idempotency_key: key,
+                };
+                Ok(self
+                    .dead_letter(name, call, policy, configured, failure)
+                    .await)
+            }
             Outcome::Lost(failure) => Ok(tool_error(
                 format!(
                     "The server went away while handling the call: {}. It was not queued for replay, because it may have run or may be what crashed the server; check before calling again.",
@@ -358,32 +393,46 @@ impl Gateway {
         }
     }
 
+    /// Keeps a failed call under its tool's replay policy and tells the client, in plain words,
+    /// whether it will be replayed.
     async fn dead_letter(
         &self,
-        connector: &Connector,
-        tool: &str,
         name: &str,
-        arguments: JsonObject,
-        client: &str,
+        call: DeadCall,
+        policy: ReplayPolicy,
+        configured: bool,
         failure: Failure,
     ) -> CallToolResult {
         let kind = failure.kind.as_str();
         let message = failure.message.clone();
-        if !connector.dead_letter {
+        let facts = |replay: &str, queued: Value| {
+            json!({
+                "error": "upstream_failed",
+                "tool": name,
+                "kind": kind,
+                "message": message,
+                "replay": replay,
+                "queued": queued,
+                "idempotency_key": call.idempotency_key,
+            })
+        };
+        if !policy.queues() {
+            let why = if configured {
+                "its replay policy is never"
+            } else {
+                "it is read-only, so nobody would receive a replayed result"
+            };
             return tool_error(
-                format!("The call failed ({kind}): {message}. It may succeed if retried later."),
-                json!({"error": "upstream_failed", "tool": name, "kind": kind, "message": message}),
+                format!(
+                    "The call failed ({kind}): {message}. It will not be replayed ({why}); call it again if you still need the result."
+                ),
+                facts("none", Value::Null),
             );
         }
-        let call = DeadCall {
-            connector: connector.name.clone(),
-            tool: tool.to_owned(),
-            arguments,
-            client: client.to_owned(),
-        };
+        let park = !policy.replays_by_itself();
         let main = &self.inner.dlq;
         let pushed = match (
-            main.push(name, &call, failure.clone()).await,
+            store(main, name, &call, &failure, park).await,
             &self.inner.local,
         ) {
             (Ok(id), _) => Ok((main.name(), id)),
@@ -397,33 +446,32 @@ impl Gateway {
                 Some(local),
             ) => {
                 tracing::warn!(tool = name, error = %e, "dead-letter store unavailable; keeping the call in memory");
-                local
-                    .push(name, &call, failure)
+                store(local, name, &call, &failure, park)
                     .await
                     .map(|id| (local.name(), id))
             }
             (Err(e), _) => Err(e),
         };
         match pushed {
+            Ok((queue, id)) if park => tool_error(
+                format!(
+                    "The call failed ({kind}): {message}. It was kept as dead-letter entry {id} for an operator and will NOT be replayed automatically, because the tool is not marked idempotent and may have run. Do not retry it yourself unless you know it did not run."
+                ),
+                facts("parked", json!({"queue": queue, "id": id})),
+            ),
             Ok((queue, id)) => tool_error(
                 format!(
-                    "The call failed ({kind}): {message}. It was queued as dead-letter entry {id} and will be replayed when the upstream recovers; do not retry it yourself."
+                    "The call failed ({kind}): {message}. It was queued as dead-letter entry {id} and will be replayed automatically when the upstream recovers, with the same idempotency key; do not retry it yourself."
                 ),
-                json!({
-                    "error": "upstream_failed",
-                    "tool": name,
-                    "kind": kind,
-                    "message": message,
-                    "queued": {"queue": queue, "id": id},
-                }),
+                facts("automatic", json!({"queue": queue, "id": id})),
             ),
             Err(e) => {
                 tracing::error!(tool = name, error = %e, "could not dead-letter a failed call");
                 tool_error(
                     format!(
-                        "The call failed ({kind}): {message}. It could not be queued for replay ({e}); retry it later."
+                        "The call failed ({kind}): {message}. It could not be queued for replay ({e}), so it will not be replayed; retry it later."
                     ),
-                    json!({"error": "upstream_failed", "tool": name, "kind": kind, "message": message, "queued": null}),
+                    facts("none", Value::Null),
                 )
             }
         }
@@ -439,7 +487,10 @@ impl Gateway {
                 call.connector
             )));
         };
-        match connector.invoke(&call.tool, &call.arguments).await {
+        match connector
+            .invoke(&call.tool, &call.arguments, call.idempotency_key.as_deref())
+            .await
+        {
             Outcome::Done(_) => {
                 tracing::info!(connector = %call.connector, tool = %call.tool, "replayed a dead-lettered call");
                 Ok(())
@@ -463,6 +514,21 @@ impl Gateway {
                 failure.message
             ))),
         }
+    }
+}
+
+/// Records `call` in `dlq`: parked for an operator, or scheduled for the retry worker.
+async fn store(
+    dlq: &DeadLetterQueue<DeadCall>,
+    name: &str,
+    call: &DeadCall,
+    failure: &Failure,
+    park: bool,
+) -> Result<palisade::dlq::EntryId, DlqError> {
+    if park {
+        dlq.park(name, call, failure.clone()).await
+    } else {
+        dlq.push(name, call, failure.clone()).await
     }
 }
 

@@ -5,8 +5,10 @@
 //!
 //! - each MCP client (by IP address) has a rate limit, local or shared through Redis;
 //! - each connector has a circuit breaker, and each partition of connectors a bulkhead;
-//! - calls that fail in a way that may pass are kept in a dead-letter queue and replayed by a
-//!   retry worker once the connector recovers;
+//! - calls that fail in a way that may pass are kept in a dead-letter queue; each tool's replay
+//!   policy (from config, else from its MCP annotations) says whether the retry worker replays
+//!   them once the connector recovers, or keeps them parked for an operator; every attempt of
+//!   one call carries the same idempotency key;
 //! - a health monitor checks connectors (and Redis) and restarts crashed child servers, with
 //!   backoff and crash-loop protection;
 //! - refusals reach the client as tool errors with a retry time, never as a dropped session;
@@ -24,6 +26,7 @@ pub mod app;
 pub mod config;
 pub mod connector;
 pub mod gateway;
+pub mod replay;
 pub mod sessions;
 
 pub use app::{DLQ, RATE_LIMITER, REDIS_COMPONENT, Running, StartError, StartOptions, start};

@@ -5,8 +5,10 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use rmcp::model::CallToolResult;
 use serde_json::json;
 use support::{
     Gateway, SERVER, TOKEN, Upstream, call, error_code, eventually, http_connector, signal,
@@ -304,7 +306,7 @@ async fn calls_that_failed_while_the_upstream_was_down_are_replayed_after_recove
     let upstream = Upstream::start(&["--failure-rate", "1"]).await;
     let config = format!(
         "{SERVER}[breaker]\nconsecutive_failures = 10\n{}",
-        http_connector("weather", &upstream.url, "")
+        http_connector("weather", &upstream.url, "replay = \"idempotent\"")
     );
     let gw = Gateway::start(
         &config,
@@ -354,6 +356,188 @@ async fn calls_that_failed_while_the_upstream_was_down_are_replayed_after_recove
             .is_some_and(Vec::is_empty)
     })
     .await;
+    drop(client);
+    gw.stop().await;
+}
+
+/// The tool error's `structuredContent`.
+fn facts(result: &CallToolResult) -> serde_json::Value {
+    result.structured_content.clone().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tool_is_replayed_under_its_policy_with_one_idempotency_key() {
+    let upstream = Upstream::start(&["--failure-rate", "1"]).await;
+    let config = format!(
+        r#"{SERVER}[breaker]
+consecutive_failures = 100
+[[connectors]]
+name = "shop"
+kind = "http"
+url = "{}"
+health_path = "/health"
+tool_replay = {{ notify = "always" }}
+tools = [
+  {{ name = "price", annotations = {{ idempotentHint = true }} }},
+  {{ name = "stock", annotations = {{ readOnlyHint = true }} }},
+  {{ name = "order" }},
+  {{ name = "notify" }},
+]
+"#,
+        upstream.url
+    );
+    let gw = Gateway::start(&config, &[]).await;
+    let client = gw.client().await;
+
+    // Annotations reach clients.
+    let tools = client.list_all_tools().await.unwrap();
+    let price = tools.iter().find(|t| t.name == "shop.price").unwrap();
+    assert_eq!(
+        price.annotations.as_ref().and_then(|a| a.idempotent_hint),
+        Some(true)
+    );
+
+    let mut results = BTreeMap::new();
+    for tool in ["price", "stock", "order", "notify"] {
+        let r = call(&client, &format!("shop.{tool}"), json!({"n": tool})).await;
+        assert_eq!(error_code(&r).as_deref(), Some("upstream_failed"), "{r:?}");
+        results.insert(tool, r);
+    }
+    // Idempotent (annotation) and always (config): queued for automatic replay.
+    for tool in ["price", "notify"] {
+        let r = &results[tool];
+        assert_eq!(facts(r)["replay"], "automatic", "{tool}: {r:?}");
+        assert!(
+            text(r).contains("will be replayed automatically"),
+            "{}",
+            text(r)
+        );
+    }
+    // Read-only: not queued, and the client is told so.
+    let stock = &results["stock"];
+    assert_eq!(facts(stock)["replay"], "none");
+    assert_eq!(facts(stock)["queued"], serde_json::Value::Null);
+    assert!(
+        text(stock).contains("will not be replayed"),
+        "{}",
+        text(stock)
+    );
+    // Not marked idempotent: kept parked for an operator.
+    let order = &results["order"];
+    assert_eq!(facts(order)["replay"], "parked");
+    assert!(
+        text(order).contains("will NOT be replayed automatically"),
+        "{}",
+        text(order)
+    );
+    let order_id = facts(order)["queued"]["id"].as_u64().unwrap();
+    let entry = gw
+        .get(&format!("/dlq/gateway-calls/entries/{order_id}"))
+        .await;
+    assert_eq!(entry["state"], "parked", "{entry}");
+
+    // Each first attempt carried a key, the one the client was told.
+    let keyed = upstream.keyed_calls().await;
+    let first_key = |tool: &str| {
+        keyed
+            .iter()
+            .find(|c| c["tool"] == tool)
+            .map(|c| c["key"].as_str().unwrap().to_owned())
+    };
+    for tool in ["price", "notify", "order"] {
+        assert_eq!(
+            first_key(tool).as_deref(),
+            facts(&results[tool])["idempotency_key"].as_str(),
+            "{tool}: {keyed:?}"
+        );
+    }
+    assert_eq!(
+        first_key("stock"),
+        None,
+        "read-only calls are never replayed"
+    );
+
+    // The upstream recovers: the worker replays price and notify, with their first keys; the
+    // parked order waits.
+    upstream.control(json!({"failure_rate": 0})).await;
+    eventually(
+        "price and notify are replayed",
+        Duration::from_secs(30),
+        || async { upstream.calls_ok().await == 2 },
+    )
+    .await;
+    let replayed: Vec<serde_json::Value> = upstream
+        .keyed_calls()
+        .await
+        .into_iter()
+        .filter(|c| c["ok"] == true)
+        .collect();
+    for tool in ["price", "notify"] {
+        let replay = replayed.iter().find(|c| c["tool"] == tool).unwrap();
+        assert_eq!(replay["key"].as_str(), first_key(tool).as_deref(), "{tool}");
+    }
+    eventually(
+        "only the parked order is left",
+        Duration::from_secs(10),
+        || async {
+            let list = gw.get("/dlq/gateway-calls/entries").await;
+            let left: Vec<u64> = list["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_u64().unwrap())
+                .collect();
+            left == vec![order_id]
+        },
+    )
+    .await;
+
+    // An operator replays the parked order: it runs once, with its first key.
+    let (status, body) = gw
+        .post(
+            "/dlq/gateway-calls",
+            Some(TOKEN),
+            json!({"action": "retry", "id": order_id}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    eventually("the order is replayed", Duration::from_secs(30), || async {
+        upstream.calls_ok().await == 3
+    })
+    .await;
+    let keyed = upstream.keyed_calls().await;
+    let order_ok: Vec<&serde_json::Value> = keyed
+        .iter()
+        .filter(|c| c["tool"] == "order" && c["ok"] == true)
+        .collect();
+    assert_eq!(order_ok.len(), 1, "{keyed:?}");
+    assert_eq!(order_ok[0]["key"].as_str(), first_key("order").as_deref());
+    drop(client);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdio_server_receives_the_idempotency_key_in_meta() {
+    let config = format!("{SERVER}{}", stdio_connector("notes", &[], ""));
+    let gw = Gateway::start(&config, &[]).await;
+    let client = gw.client().await;
+    let tools = client.list_all_tools().await.unwrap();
+    let echo = tools.iter().find(|t| t.name == "notes.echo").unwrap();
+    assert_eq!(
+        echo.annotations.as_ref().and_then(|a| a.read_only_hint),
+        Some(true)
+    );
+    // echo_json has no annotations: its calls may be kept (parked), so they carry a key.
+    let r = call(&client, "notes.echo_json", json!({"text": "hi"})).await;
+    assert_eq!(error_code(&r), None, "{r:?}");
+    let key = facts(&r)["idempotency_key"].as_str().unwrap().to_owned();
+    assert_eq!(key.len(), 32, "{key}");
+    let again = call(&client, "notes.echo_json", json!({"text": "hi"})).await;
+    assert_ne!(
+        facts(&again)["idempotency_key"].as_str(),
+        Some(key.as_str()),
+        "one key per call"
+    );
     drop(client);
     gw.stop().await;
 }
@@ -566,7 +750,7 @@ async fn while_redis_is_down_failed_calls_are_kept_in_memory_and_replayed() {
     let upstream = Upstream::start(&["--failure-rate", "1"]).await;
     let config = format!(
         "{SERVER}[breaker]\nconsecutive_failures = 10\n{}",
-        http_connector("weather", &upstream.url, "")
+        http_connector("weather", &upstream.url, "replay = \"idempotent\"")
     );
     let gw = Gateway::start(&config, &[("REDIS_URL", redis.url().as_str())]).await;
     let client = gw.client().await;

@@ -136,6 +136,17 @@ impl Upstream {
         response.json().await.unwrap()
     }
 
+    /// The calls that carried an `Idempotency-Key`, oldest first: `{tool, key, ok}`.
+    pub async fn keyed_calls(&self) -> Vec<Value> {
+        let report: Value = reqwest::get(format!("{}/control", self.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        report["idempotency_keys"].as_array().unwrap().clone()
+    }
+
     /// How many calls it answered successfully.
     pub async fn calls_ok(&self) -> u64 {
         let report: Value = reqwest::get(format!("{}/control", self.url))

@@ -51,6 +51,7 @@ mod config;
 mod control;
 mod monitor;
 mod process;
+mod tree;
 
 pub use async_trait::async_trait;
 pub use check::{CheckResult, FnCheck, HealthCheck, Restartable, Status, check_fn, format_latency};
@@ -60,4 +61,4 @@ pub use monitor::{
     CRASH_LOOP_MESSAGE, ComponentBuilder, ComponentHandle, ComponentSnapshot, HealthMonitor,
     HealthReport, MonitorBuilder, Summary,
 };
-pub use process::{ProcessBuilder, ProcessSupervisor};
+pub use process::{DEFAULT_STOP_GRACE, ProcessBuilder, ProcessSupervisor};

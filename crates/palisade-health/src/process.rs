@@ -17,6 +17,7 @@ use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::check::{CheckResult, HealthCheck, Restartable};
+use crate::tree;
 
 /// Default number of stderr lines kept.
 const DEFAULT_TAIL_LINES: usize = 50;
@@ -25,6 +26,8 @@ const MAX_LINE_BYTES: usize = 1024;
 /// How long, after the child exits, the supervisor waits for the rest of its stderr before it
 /// records the exit (a grandchild may hold the pipe open forever).
 const STDERR_DRAIN: Duration = Duration::from_millis(250);
+/// Default time a stopped child's process group has between `SIGTERM` and `SIGKILL`.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(5);
 
 type OnSpawn = Arc<dyn Fn(&mut Child) + Send + Sync + 'static>;
 
@@ -38,8 +41,14 @@ type OnSpawn = Arc<dyn Fn(&mut Child) + Send + Sync + 'static>;
 ///
 /// - The last [`stderr_tail_lines`](ProcessBuilder::stderr_tail_lines) lines of the child's
 ///   stderr are kept (each cut to 1 KiB) and the last one is quoted in the unhealthy message.
-/// - The child is spawned with `kill_on_drop`, and dropping the last clone of the supervisor
-///   kills it: a supervisor never leaks a process.
+/// - Nothing is left behind. The child runs in a process group of its own, and everything it
+///   starts (the real server behind `sh -c`, `npx` or `uvx`) is in that group: a
+///   [`stop`](ProcessSupervisor::stop) sends `SIGTERM` to the group, waits up to
+///   [`stop_grace`](ProcessBuilder::stop_grace), then sends `SIGKILL`; when the child exits by
+///   itself, what is left of its group is killed. Dropping the last clone of the supervisor
+///   kills the group at once. On Linux the group also dies with the supervising process, even
+///   when that is killed with `SIGKILL`: the child gets `SIGKILL` from the kernel
+///   (`PR_SET_PDEATHSIG`), and a small guard process (`/bin/sh`, in the group) kills the rest.
 /// - Cheap to clone: clones share the same child.
 ///
 /// ```no_run
@@ -87,6 +96,7 @@ struct Spec {
     stdin_piped: bool,
     stdout_piped: bool,
     on_spawn: Option<OnSpawn>,
+    stop_grace: Duration,
 }
 
 #[derive(Default)]
@@ -143,6 +153,7 @@ impl fmt::Debug for ProcessBuilder {
             .field("stdin_piped", &self.spec.stdin_piped)
             .field("stdout_piped", &self.spec.stdout_piped)
             .field("on_spawn", &self.spec.on_spawn.is_some())
+            .field("stop_grace", &self.spec.stop_grace)
             .finish()
     }
 }
@@ -214,6 +225,13 @@ impl ProcessBuilder {
         self
     }
 
+    /// How long a [`stop`](ProcessSupervisor::stop) lets the child's process group exit after
+    /// `SIGTERM` before it sends `SIGKILL`. Default 5 s; zero kills at once.
+    pub fn stop_grace(mut self, grace: Duration) -> Self {
+        self.spec.stop_grace = grace;
+        self
+    }
+
     /// The supervisor. Nothing is spawned until [`start`](ProcessSupervisor::start).
     pub fn build(self) -> ProcessSupervisor {
         ProcessSupervisor {
@@ -245,6 +263,7 @@ impl ProcessSupervisor {
                 stdin_piped: false,
                 stdout_piped: false,
                 on_spawn: None,
+                stop_grace: DEFAULT_STOP_GRACE,
             },
         }
     }
@@ -262,8 +281,10 @@ impl ProcessSupervisor {
         self.start_locked()
     }
 
-    /// Kills the child (SIGKILL) and waits until it is gone; does nothing if it is not running.
-    /// The exit counts in [`exits`](Self::exits) and is recorded as `"stopped by the supervisor"`.
+    /// Stops the child and its process group (`SIGTERM`, then `SIGKILL` after
+    /// [`stop_grace`](ProcessBuilder::stop_grace)) and waits until the child is gone; does
+    /// nothing if it is not running. The exit counts in [`exits`](Self::exits) and is recorded
+    /// as `"stopped by the supervisor"`.
     pub async fn stop(&self) {
         let _guard = self.inner.lifecycle.lock().await;
         self.stop_locked().await;
@@ -334,6 +355,7 @@ impl ProcessSupervisor {
             .stdout(piped_or_null(spec.stdout_piped))
             .stderr(piped_or_null(spec.tail_lines > 0))
             .kill_on_drop(true);
+        tree::prepare(&mut cmd);
         if let Some(dir) = &spec.current_dir {
             cmd.current_dir(dir);
         }
@@ -351,6 +373,7 @@ impl ProcessSupervisor {
             }
         };
         let pid = child.id();
+        let guard = pid.and_then(|pid| tree::spawn_guard(&inner.name, pid));
         let stderr = child.stderr.take();
         if let Some(on_spawn) = &spec.on_spawn {
             on_spawn(&mut child);
@@ -381,9 +404,12 @@ impl ProcessSupervisor {
                 spec.tail_lines,
             ))
         });
-        tokio::spawn(supervise(
-            weak, generation, child, kill_rx, exited_tx, reader,
-        ));
+        let run = Run {
+            child,
+            guard,
+            grace: spec.stop_grace,
+        };
+        tokio::spawn(supervise(weak, generation, run, kill_rx, exited_tx, reader));
         tracing::info!(process = %inner.name, pid, "process started");
         Ok(())
     }
@@ -428,24 +454,67 @@ fn piped_or_null(piped: bool) -> Stdio {
     if piped { Stdio::piped() } else { Stdio::null() }
 }
 
-/// Waits for the child to exit (or for a kill request, or for the supervisor to be dropped),
-/// then records the exit.
+/// One spawned child: the process, the guard of its group, and its stop grace.
+struct Run {
+    child: Child,
+    guard: Option<Child>,
+    grace: Duration,
+}
+
+impl Run {
+    /// The child's process group (its pid), while it has one.
+    fn group(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Stops the group: `SIGTERM`, up to `grace` for the child to exit, then `SIGKILL`.
+    async fn stop(&mut self, grace: Duration) -> std::io::Result<ExitStatus> {
+        if let Some(group) = self.group() {
+            if !grace.is_zero() {
+                tree::signal_group(group, tree::Signal::Term);
+                if let Ok(status) = tokio::time::timeout(grace, self.child.wait()).await {
+                    return status;
+                }
+            }
+            tree::signal_group(group, tree::Signal::Kill);
+        }
+        let _ = self.child.start_kill();
+        self.child.wait().await
+    }
+
+    /// After the child exited: kills what is left of its group (grandchildren, the guard) and
+    /// reaps the guard. The guard, a member until reaped, keeps the group id from being reused.
+    async fn clean_up(&mut self, group: Option<u32>) {
+        if let Some(mut guard) = self.guard.take() {
+            if let Some(group) = group {
+                tree::signal_group(group, tree::Signal::Kill);
+            }
+            let _ = guard.start_kill();
+            let _ = guard.wait().await;
+        }
+    }
+}
+
+/// Waits for the child to exit (or for a stop request, or for the supervisor to be dropped),
+/// then cleans up its group and records the exit.
 async fn supervise(
     weak: Weak<Inner>,
     generation: u64,
-    mut child: Child,
+    mut run: Run,
     mut kill_rx: oneshot::Receiver<()>,
     exited: watch::Sender<bool>,
     reader: Option<JoinHandle<()>>,
 ) {
+    let group = run.group();
     let (how, stopped) = tokio::select! {
-        status = child.wait() => (describe(status), false),
+        status = run.child.wait() => (describe(status), false),
         request = &mut kill_rx => {
-            // Kill (SIGKILL) and reap, whether asked to or because every supervisor handle was
-            // dropped (`Err`): the child never outlives its supervisor.
-            let _ = child.start_kill();
-            let _ = child.wait().await;
+            // A stop (`Ok`) is graceful; when every supervisor handle was dropped (`Err`) the
+            // group is killed at once: the child never outlives its supervisor.
+            let grace = if request.is_ok() { run.grace } else { Duration::ZERO };
+            let _ = run.stop(grace).await;
             if request.is_err() {
+                run.clean_up(group).await;
                 if let Some(reader) = reader {
                     reader.abort();
                 }
@@ -454,6 +523,7 @@ async fn supervise(
             (STOPPED.to_owned(), true)
         }
     };
+    run.clean_up(group).await;
     // Let the reader take in the child's last words before the exit is recorded.
     if let Some(mut reader) = reader {
         if tokio::time::timeout(STDERR_DRAIN, &mut reader)

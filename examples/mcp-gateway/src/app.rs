@@ -24,7 +24,7 @@ use crate::config::{
 };
 use crate::connector::{Backend, HttpBackend, StdioBackend, process_builder};
 use crate::gateway::{Connector, DeadCall, Gateway};
-use crate::sessions::{Sessions, refuse_when_full};
+use crate::sessions::{Sessions, refuse_when_full, track_responses};
 
 /// The name of the per-client rate limiter in the admin API.
 pub const RATE_LIMITER: &str = "mcp-clients";
@@ -98,6 +98,7 @@ pub struct Running {
     mcp: tokio::task::JoinHandle<()>,
     processes: Vec<ProcessSupervisor>,
     cancel: tokio_util::sync::CancellationToken,
+    shutdown_grace: Duration,
 }
 
 impl std::fmt::Debug for Running {
@@ -110,8 +111,26 @@ impl std::fmt::Debug for Running {
 }
 
 impl Running {
-    /// Stops serving, lets the retry worker finish its calls and stops every child process.
+    /// Shuts down: refuses new tool calls, gives the calls in flight `[server] shutdown_grace`
+    /// to finish (dead-lettering, under their replay policy, those still waiting then), stops
+    /// serving, lets the retry workers finish their calls and stops every child process.
     pub async fn shutdown(self) {
+        self.gateway.drain();
+        let in_flight = self.gateway.calls_in_flight();
+        if in_flight > 0 {
+            tracing::info!(
+                calls = in_flight,
+                grace = ?self.shutdown_grace,
+                "shutting down: waiting for the calls in flight"
+            );
+        }
+        let cut = self.gateway.drained(self.shutdown_grace).await;
+        if cut > 0 {
+            tracing::warn!(
+                calls = cut,
+                "shutdown grace over: calls still in flight were cut and dead-lettered under their replay policy"
+            );
+        }
         self.cancel.cancel();
         self.mcp.abort();
         self.monitor.shutdown();
@@ -255,7 +274,9 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
                 if let Some(program) = &resolved.command {
                     // A process the gateway runs for this connector (the demo's upstreams).
                     let name = format!("{}-process", c.name);
-                    let process = process_builder(&name, program, &resolved.args, &c.env).build();
+                    let process =
+                        process_builder(&name, program, &resolved.args, &c.env, c.stop_grace)
+                            .build();
                     process.start().await.map_err(StartError::Environment)?;
                     supervise(&monitor, &name, &process)?;
                     processes.push(process);
@@ -267,7 +288,8 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
             }
             ConnectorKind::Stdio => {
                 let program = resolved.command.clone().unwrap_or_default();
-                let stdio = StdioBackend::new(&c.name, &program, &resolved.args, &c.env);
+                let stdio =
+                    StdioBackend::new(&c.name, &program, &resolved.args, &c.env, c.stop_grace);
                 let process = stdio.supervisor().clone();
                 if let Err(e) = process.start().await {
                     // Not fatal: the monitor restarts it (or reports the crash loop).
@@ -371,9 +393,16 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
             StreamableHttpServerConfig::default().with_cancellation_token(cancel.child_token()),
         )
     };
-    let app = axum::Router::new().nest_service("/mcp", mcp_service).layer(
-        axum::middleware::from_fn_with_state(sessions.clone(), refuse_when_full),
-    );
+    let app = axum::Router::new()
+        .nest_service("/mcp", mcp_service)
+        .layer(axum::middleware::from_fn_with_state(
+            sessions.clone(),
+            refuse_when_full,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            gateway.clone(),
+            track_responses,
+        ));
     let addr = config.server.mcp_addr;
     let listener = palisade::admin::bind_nodelay(addr)
         .await
@@ -415,5 +444,6 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
         mcp,
         processes,
         cancel,
+        shutdown_grace: config.server.shutdown_grace,
     })
 }

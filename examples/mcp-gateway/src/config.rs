@@ -84,6 +84,11 @@ pub struct ServerConfig {
     /// every hand-over between worker threads costs a wake-up (docs/benchmarks.md, "Gateway").
     /// Raise it when one core is saturated.
     pub worker_threads: usize,
+    /// On `SIGTERM` (or Ctrl-C) the gateway refuses new tool calls and gives the calls in
+    /// flight this long to finish; those still waiting then are dead-lettered under their
+    /// tool's replay policy. Default 10 s; at most 10 minutes.
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
 }
 
 /// The most MCP sessions the config accepts (`server.max_sessions`).
@@ -98,6 +103,7 @@ impl Default for ServerConfig {
             max_sessions: 2_000,
             session_idle_timeout: Duration::from_secs(300),
             worker_threads: 1,
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -179,6 +185,10 @@ pub struct ConnectorConfig {
     /// Extra environment variables of the process.
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
+    /// When the gateway stops or restarts the process: how long its process group has between
+    /// `SIGTERM` and `SIGKILL`. Default 5 s; at most 10 minutes.
+    #[serde(default = "default_stop_grace", with = "duration")]
+    pub stop_grace: Duration,
     /// This connector's breaker, instead of the global `[breaker]`.
     #[serde(default)]
     pub breaker: Option<BreakerConfig>,
@@ -211,6 +221,10 @@ impl ConnectorConfig {
             Some(ReplayPolicy::Never)
         }
     }
+}
+
+fn default_stop_grace() -> Duration {
+    palisade::health::DEFAULT_STOP_GRACE
 }
 
 fn default_partition() -> String {
@@ -375,6 +389,12 @@ impl GatewayConfig {
                 "must be within 0..=1024 (0: one per CPU core)",
             ));
         }
+        if self.server.shutdown_grace > Duration::from_secs(600) {
+            return Err(ConfigError::new(
+                "server.shutdown_grace",
+                "must be at most 600s",
+            ));
+        }
         let idle = self.server.session_idle_timeout;
         if idle < Duration::from_secs(1) || idle > Duration::from_secs(86_400) {
             return Err(ConfigError::new(
@@ -417,6 +437,9 @@ impl GatewayConfig {
             }
             if let Some(t) = c.timeout {
                 check_timeout(&at("timeout"), t)?;
+            }
+            if c.stop_grace > Duration::from_secs(600) {
+                return Err(ConfigError::new(at("stop_grace"), "must be at most 600s"));
             }
             if !c.dead_letter && (c.replay.is_some() || !c.tool_replay.is_empty()) {
                 return Err(ConfigError::new(

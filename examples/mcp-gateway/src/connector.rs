@@ -285,15 +285,19 @@ fn store_tools(
     }
 }
 
-/// The supervisor of `program args` with the extra environment `env`, named `name`.
+/// The supervisor of `program args` with the extra environment `env`, named `name`, whose
+/// process group gets `stop_grace` between `SIGTERM` and `SIGKILL` when stopped.
 pub fn process_builder(
     name: &str,
     program: &str,
     args: &[String],
     env: &std::collections::BTreeMap<String, String>,
+    stop_grace: Duration,
 ) -> ProcessBuilder {
     env.iter().fold(
-        ProcessSupervisor::builder(name, program).args(args),
+        ProcessSupervisor::builder(name, program)
+            .args(args)
+            .stop_grace(stop_grace),
         |b, (k, v)| b.env(k, v),
     )
 }
@@ -308,12 +312,14 @@ impl std::fmt::Debug for StdioBackend {
 }
 
 impl StdioBackend {
-    /// A backend for the stdio server `program args` with `env`; not started yet.
+    /// A backend for the stdio server `program args` with `env` (stopped with `stop_grace`
+    /// between `SIGTERM` and `SIGKILL`); not started yet.
     pub fn new(
         name: &str,
         program: &str,
         args: &[String],
         env: &std::collections::BTreeMap<String, String>,
+        stop_grace: Duration,
     ) -> StdioBackend {
         let slot = Arc::new(Mutex::new(Slot::default()));
         let ready = Arc::new(tokio::sync::Notify::new());
@@ -370,7 +376,7 @@ impl StdioBackend {
                 });
             }
         };
-        let supervisor = process_builder(name, program, args, env)
+        let supervisor = process_builder(name, program, args, env, stop_grace)
             .stdin_piped(true)
             .stdout_piped(true)
             .on_spawn(on_spawn)

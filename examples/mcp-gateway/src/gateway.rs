@@ -185,6 +185,13 @@ struct Inner {
     client_ip: ClientIp,
     /// The MCP sessions to tell when the tool list changes.
     peers: parking_lot::Mutex<Vec<Peer<RoleServer>>>,
+    /// Tool calls in flight, and `POST` responses not yet sent (a shutdown waits for them).
+    calls: tokio_util::task::TaskTracker,
+    /// Set when the gateway shuts down: new calls are refused.
+    draining: std::sync::atomic::AtomicBool,
+    /// Cancelled when the shutdown grace is over: calls still waiting on an upstream stop
+    /// waiting and are dead-lettered under their tool's replay policy.
+    cut: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -264,6 +271,9 @@ impl Gateway {
                 local,
                 client_ip,
                 peers: parking_lot::Mutex::new(Vec::new()),
+                calls: tokio_util::task::TaskTracker::new(),
+                draining: std::sync::atomic::AtomicBool::new(false),
+                cut: tokio_util::sync::CancellationToken::new(),
             }),
         };
         for connector in gateway.inner.connectors.values() {
@@ -317,8 +327,67 @@ impl Gateway {
         all
     }
 
+    /// Starts a shutdown: from now on new tool calls are refused (a tool error saying the
+    /// gateway is shutting down); calls in flight go on.
+    pub fn drain(&self) {
+        self.inner
+            .draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.calls.close();
+    }
+
+    /// Tool calls in flight now, and `POST` responses not yet sent.
+    pub fn calls_in_flight(&self) -> usize {
+        self.inner.calls.len()
+    }
+
+    /// A token a shutdown waits for: held by an MCP `POST` until its response is sent
+    /// ([`track_responses`](crate::sessions::track_responses)).
+    pub fn track_response(&self) -> tokio_util::task::task_tracker::TaskTrackerToken {
+        self.inner.calls.token()
+    }
+
+    /// After [`drain`](Self::drain): waits up to `grace` for the calls in flight to finish and
+    /// their answers to be sent; then cuts the calls still waiting on an upstream (they are
+    /// dead-lettered under their tool's replay policy, and their clients told so) and waits
+    /// up to 5 s more for those answers. Returns how many calls or answers were cut.
+    pub async fn drained(&self, grace: Duration) -> usize {
+        if tokio::time::timeout(grace, self.inner.calls.wait())
+            .await
+            .is_ok()
+        {
+            return 0;
+        }
+        let cut = self.inner.calls.len();
+        self.inner.cut.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.inner.calls.wait()).await;
+        cut
+    }
+
     /// Handles one `tools/call` from `client`.
     pub async fn call(
+        &self,
+        client: &str,
+        name: &str,
+        args: JsonObject,
+    ) -> Result<CallToolResult, McpError> {
+        if self
+            .inner
+            .draining
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(tool_error(
+                "The gateway is shutting down and takes no new calls. Retry in a moment: another instance, or this one restarted, will answer.".to_owned(),
+                json!({"error": "shutting_down", "tool": name, "retry_after_ms": 1000}),
+            ));
+        }
+        self.inner
+            .calls
+            .track_future(self.dispatch(client, name, args))
+            .await
+    }
+
+    async fn dispatch(
         &self,
         client: &str,
         name: &str,
@@ -362,7 +431,13 @@ impl Gateway {
         // Every call that may be replayed carries a key from its first attempt on, so the
         // upstream can tell a replay from a new call.
         let key = policy.queues().then(idempotency_key);
-        match connector.invoke(tool, &args, key.as_deref()).await {
+        let outcome = tokio::select! {
+            outcome = connector.invoke(tool, &args, key.as_deref()) => outcome,
+            () = self.inner.cut.cancelled() => Outcome::Failed(Failure::timeout(format!(
+                "{name}: the gateway shut down before the upstream answered (the call may have run)"
+            ))),
+        };
+        match outcome {
             Outcome::Done(result) => Ok(result),
             Outcome::Rejected(message) => Ok(tool_error(
                 format!(

@@ -21,7 +21,7 @@ use rmcp::transport::streamable_http_server::session::local::{
 use rmcp::transport::streamable_http_server::session::{ServerSseMessage, SessionId};
 use rmcp::transport::streamable_http_server::{RestoreOutcome, SessionManager};
 use serde_json::json;
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 
 /// The header that names an MCP session (streamable HTTP).
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -151,6 +151,27 @@ impl SessionManager for Sessions {
         // No external session store: an unknown session is gone (404), as with rmcp's manager.
         Ok(RestoreOutcome::NotSupported)
     }
+}
+
+/// Axum middleware in front of the MCP service: every `POST` (a call, a notification, a
+/// response) holds a [`Gateway::track_response`] token until its response body has been sent
+/// or dropped, so a shutdown delivers the answers of the calls it waited for.
+pub async fn track_responses(
+    State(gateway): State<crate::Gateway>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.method() != Method::POST {
+        return next.run(request).await;
+    }
+    let token = gateway.track_response();
+    let response = next.run(request).await;
+    let (parts, body) = response.into_parts();
+    let body = body.into_data_stream().map(move |chunk| {
+        let _held = &token;
+        chunk
+    });
+    Response::from_parts(parts, Body::from_stream(body))
 }
 
 /// Axum middleware in front of the MCP service: while every session slot is taken, an

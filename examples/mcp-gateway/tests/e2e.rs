@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use rmcp::model::CallToolResult;
 use serde_json::json;
 use support::{
-    Gateway, SERVER, TOKEN, Upstream, call, error_code, eventually, http_connector, signal,
-    stdio_connector, text, unique,
+    Gateway, SERVER, TOKEN, Upstream, call, error_code, eventually, http_connector, running,
+    signal, stdio_connector, text, unique,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -853,4 +853,125 @@ async fn sessions_past_the_cap_are_refused_and_idle_ones_are_closed() {
     .await;
     drop(b);
     gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_with_sigkill_leaves_no_child_behind() {
+    let config = format!(
+        r#"{SERVER}{}
+[[connectors]]
+name = "weather"
+kind = "http"
+url = "http://127.0.0.1:{{port}}"
+health_path = "/health"
+command = "{{self}}"
+args = ["flaky-upstream", "--port", "{{port}}"]
+tools = [{{ name = "forecast" }}]
+"#,
+        stdio_connector("notes", &[], "")
+    );
+    let gw = Gateway::start(&config, &[]).await;
+    let client = gw.client().await;
+    let pid_of = |r: CallToolResult| u32::try_from(facts(&r)["pid"].as_u64().unwrap()).unwrap();
+    let stdio = pid_of(call(&client, "notes.pid", json!({})).await);
+    let http = pid_of(call(&client, "weather.forecast", json!({"city": "Oslo"})).await);
+    assert!(running(stdio) && running(http));
+    drop(client);
+
+    signal(gw.proc.pid(), "-KILL");
+    eventually("both children are gone", Duration::from_secs(2), || async {
+        !running(stdio) && !running(http)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sigterm_a_call_in_flight_finishes_and_new_calls_are_refused() {
+    // Every answer of this upstream takes 3 s.
+    let upstream = Upstream::start(&["--latency-ms", "3000"]).await;
+    let config = format!("{SERVER}{}", http_connector("slow", &upstream.url, ""));
+    let gw = Gateway::start(&config, &[]).await;
+    let client = std::sync::Arc::new(gw.client().await);
+    let in_flight = {
+        let client = client.clone();
+        tokio::spawn(async move { call(&*client, "slow.forecast", json!({"city": "Rome"})).await })
+    };
+    eventually("the call is in flight", Duration::from_secs(10), || async {
+        gw.get("/bulkheads/default").await["snapshot"]["active"] == 1
+    })
+    .await;
+
+    signal(gw.proc.pid(), "-TERM");
+    // New calls are refused as soon as the signal is handled (one accepted before that would
+    // simply finish too).
+    eventually("a new call is refused", Duration::from_secs(10), || async {
+        let r = call(&*client, "slow.forecast", json!({"city": "Oslo"})).await;
+        error_code(&r).as_deref() == Some("shutting_down")
+    })
+    .await;
+    let finished = in_flight.await.unwrap();
+    assert_eq!(error_code(&finished), None, "{finished:?}");
+    assert_eq!(facts(&finished)["arguments"]["city"], "Rome");
+    drop(client);
+    gw.stop().await; // exits 0 once drained
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_still_in_flight_when_the_grace_ends_are_dead_lettered_by_policy() {
+    let (redis_url, _conn) = palisade_testkit::shared_redis().await;
+    let queue = unique("e2e-drain");
+    let upstream = Upstream::start(&["--latency-ms", "60000"]).await;
+    let config = format!(
+        "{}shutdown_grace = \"500ms\"\n{}",
+        SERVER,
+        http_connector(
+            "slow",
+            &upstream.url,
+            "replay = \"idempotent\"\ntimeout = \"120s\""
+        )
+    );
+    let gw = Gateway::start(
+        &config,
+        &[
+            ("REDIS_URL", redis_url.as_str()),
+            ("MCP_GATEWAY_DLQ_QUEUE", queue.as_str()),
+        ],
+    )
+    .await;
+    let client = std::sync::Arc::new(gw.client().await);
+    let in_flight = {
+        let client = client.clone();
+        tokio::spawn(async move { call(&*client, "slow.forecast", json!({"city": "Kyiv"})).await })
+    };
+    eventually("the call is in flight", Duration::from_secs(10), || async {
+        gw.get("/bulkheads/default").await["snapshot"]["active"] == 1
+    })
+    .await;
+    signal(gw.proc.pid(), "-TERM");
+    let cut = in_flight.await.unwrap();
+    assert_eq!(
+        error_code(&cut).as_deref(),
+        Some("upstream_failed"),
+        "{cut:?}"
+    );
+    assert_eq!(facts(&cut)["replay"], "automatic", "{cut:?}");
+    assert_eq!(facts(&cut)["kind"], "timeout");
+    assert!(text(&cut).contains("shut down"), "{}", text(&cut));
+    let id = facts(&cut)["queued"]["id"].as_u64().unwrap();
+    drop(client);
+    gw.stop().await;
+
+    // The entry outlives the gateway, in Redis, with its key for the replay.
+    let dlq = palisade::dlq::DeadLetterQueue::<serde_json::Value>::builder(queue.as_str())
+        .redis(&redis_url)
+        .unwrap()
+        .build()
+        .unwrap();
+    let entry = dlq.get(id).await.unwrap().expect("the cut call is kept");
+    assert_eq!(entry.payload["arguments"]["city"], "Kyiv");
+    assert_eq!(
+        entry.payload["idempotency_key"],
+        facts(&cut)["idempotency_key"]
+    );
+    dlq.purge().await.unwrap();
 }

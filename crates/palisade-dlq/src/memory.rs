@@ -247,6 +247,12 @@ impl Store for MemoryStore {
         Ok(out)
     }
 
+    async fn extend(&self, id: EntryId, token: u64, lease: Duration) -> Result<bool, StoreError> {
+        let until = self.now_ms().saturating_add(ms(lease));
+        let mut s = self.inner.lock();
+        Ok(s.update(id, Some(token), |e| e.lease_until_ms = Some(until)))
+    }
+
     async fn ack(&self, id: EntryId, token: u64) -> Result<bool, StoreError> {
         let mut s = self.inner.lock();
         match s.entries.get(&id) {

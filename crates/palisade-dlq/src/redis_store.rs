@@ -699,6 +699,7 @@ struct Scripts {
     trim: Script,
     purge: Script,
     stats: Script,
+    extend: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -714,6 +715,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     trim: Script::new(TRIM),
     purge: Script::new(PURGE),
     stats: Script::new(STATS),
+    extend: Script::new(include_str!("lua/extend.lua")),
 });
 
 /// A [`Store`] on Redis, shared by every process that names the same queue (see the module
@@ -1192,6 +1194,17 @@ impl Store for RedisStore {
                 return Ok(out);
             }
         }
+    }
+
+    async fn extend(&self, id: EntryId, token: u64, lease: Duration) -> Result<bool, StoreError> {
+        let mut inv = SCRIPTS.extend.prepare_invoke();
+        inv.key(format!("{}due", self.inner.prefix))
+            .key(format!("{}leases", self.inner.prefix))
+            .arg(padded(id))
+            .arg(token)
+            .arg(ms(lease));
+        let v = self.run("extend", &inv).await?;
+        flag(&v).ok_or_else(|| self.unexpected("extend", &v))
     }
 
     async fn ack(&self, id: EntryId, token: u64) -> Result<bool, StoreError> {

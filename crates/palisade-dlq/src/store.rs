@@ -246,6 +246,11 @@ pub trait Store: Send + Sync + 'static {
     /// lease's (the lease expired and someone else holds the entry, or it was discarded).
     async fn ack(&self, id: EntryId, token: u64) -> Result<bool, StoreError>;
 
+    /// Extends a lease to `lease` from now, while a handler still works on the entry. `false`
+    /// when `token` is not the current lease's any more (the lease expired and another worker
+    /// claimed the entry, or it was discarded or retried): the caller must stop working on it.
+    async fn extend(&self, id: EntryId, token: u64, lease: Duration) -> Result<bool, StoreError>;
+
     /// Acknowledges several leased entries in one step (one script on Redis); for each, whether
     /// its token was current. The default acks one by one.
     async fn ack_many(&self, acks: &[(EntryId, u64)]) -> Result<Vec<bool>, StoreError> {

@@ -212,14 +212,22 @@ async fn run<T, F, Fut>(
             }
             continue;
         }
+        // The leases run from no earlier than this instant (Redis times them from its own clock,
+        // a little later).
+        let claimed_at = tokio::time::Instant::now();
         let idle = match inner.store.claim(free, cfg.lease).await {
             Ok(leases) => {
                 let idle = leases.is_empty();
                 for lease in leases {
                     let (inner, handler, state) =
                         (Arc::clone(&inner), Arc::clone(&handler), Arc::clone(&state));
+                    let held = Held {
+                        lease,
+                        until: claimed_at + cfg.lease,
+                        length: cfg.lease,
+                    };
                     tasks.spawn(async move {
-                        process::<T, F, Fut>(&inner, &*handler, &state, lease).await
+                        process::<T, F, Fut>(&inner, &*handler, &state, held).await
                     });
                 }
                 idle
@@ -284,20 +292,87 @@ async fn flush(inner: &Inner, state: &WorkerState, acks: &mut Vec<(EntryId, u64)
     acks.clear();
 }
 
+/// A claimed entry, with how long its lease lasts for sure and how long a lease is.
+struct Held {
+    lease: Lease,
+    /// The lease runs at least until this instant (it may run a little longer).
+    until: tokio::time::Instant,
+    length: Duration,
+}
+
+/// A spawned handler, aborted when dropped: a handler never outlives its worker (an aborted
+/// worker, or one shut down past its grace, drops its entries' futures, hence this).
+struct AbortOnDrop<R>(JoinHandle<R>);
+
+impl<R> Drop for AbortOnDrop<R> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How a handler run ended.
+enum Run {
+    /// It returned (or panicked: an `other` failure).
+    Done(Result<(), Failure>),
+    /// The lease could not be kept: the handler was stopped so that it never runs at the same
+    /// time as another worker's run of the same entry.
+    LeaseLost(&'static str),
+}
+
+/// Runs `handler` while keeping the lease: it is extended every third of its length, and when
+/// it is lost (another worker claimed the entry) or cannot be extended before it ends, the
+/// handler is stopped.
+async fn run_leased<Fut>(inner: &Inner, held: &Held, handler: Fut) -> Run
+where
+    Fut: Future<Output = Result<(), Failure>> + Send + 'static,
+{
+    let (id, token) = (held.lease.entry.id, held.lease.token);
+    // Run the handler in its own task so that a panic is a failure, not a dead worker.
+    let mut task = AbortOnDrop(tokio::spawn(handler));
+    let every = (held.length / 3).max(Duration::from_millis(1));
+    // Stop this much before the lease would end, so a slow extension never overlaps a new claim.
+    let margin = (held.length / 10).max(Duration::from_millis(1));
+    let mut until = held.until;
+    loop {
+        let next = (tokio::time::Instant::now() + every).min(until - margin);
+        tokio::select! {
+            joined = &mut task.0 => {
+                return Run::Done(match joined {
+                    Ok(result) => result,
+                    Err(e) if e.is_panic() => Err(Failure::other("retry handler panicked")),
+                    Err(_) => Err(Failure::other("retry handler cancelled")),
+                });
+            }
+            () = tokio::time::sleep_until(next) => {}
+        }
+        if tokio::time::Instant::now() + margin >= until {
+            return Run::LeaseLost("the lease could not be extended in time");
+        }
+        let asked = tokio::time::Instant::now();
+        match inner.store.extend(id, token, held.length).await {
+            Ok(true) => until = asked + held.length,
+            Ok(false) => return Run::LeaseLost("another worker holds the entry now"),
+            Err(e) => {
+                tracing::warn!(queue = %inner.name, id, error = %e, "extending a lease failed; retrying until it ends");
+            }
+        }
+    }
+}
+
 /// Runs the handler on one entry. Returns the entry's ack for a success (acks are batched by
 /// the loop); failures and quarantines are recorded here.
 async fn process<T, F, Fut>(
     inner: &Inner,
     handler: &F,
     state: &WorkerState,
-    lease: Lease,
+    held: Held,
 ) -> Option<(EntryId, u64)>
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
     F: Fn(Entry<T>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), Failure>> + Send + 'static,
 {
-    let Lease { entry, token } = lease;
+    let Lease { entry, token } = held.lease.clone();
     let (id, attempts) = (entry.id, entry.attempts);
     let payload: T = match serde_json::from_slice(&entry.payload) {
         Ok(p) => p,
@@ -338,11 +413,13 @@ where
         history: entry.history,
     };
     state.handled.fetch_add(1, Ordering::Relaxed);
-    // Run the handler in its own task so that a panic is a failure, not a dead worker.
-    let outcome = match tokio::spawn(handler(typed)).await {
-        Ok(result) => result,
-        Err(e) if e.is_panic() => Err(Failure::other("retry handler panicked")),
-        Err(_) => return None, // cancelled: the worker is being aborted; the lease will expire
+    let outcome = match run_leased(inner, &held, handler(typed)).await {
+        Run::Done(result) => result,
+        Run::LeaseLost(why) => {
+            state.stale.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(queue = %inner.name, id, "retry handler stopped: {why}; the entry will be delivered again");
+            return None;
+        }
     };
     let failure = match outcome {
         Ok(()) => return Some((id, token)),

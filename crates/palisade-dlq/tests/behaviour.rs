@@ -5,12 +5,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use palisade_core::{ComponentKind, Registry};
 use palisade_dlq::{
     Backoff, DeadLetterQueue, DlqConfig, DlqError, EntryId, EntryState, Failure, FailureKind,
-    Filter, MemoryStore, Policies, RedisStore, RetryPolicy, Store,
+    Filter, Lease, MemoryStore, NewEntry, Page, Policies, RedisStore, RetryPolicy, Schedule, Store,
+    StoreError, StoreStats, StoredEntry, Trimmed,
 };
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -82,6 +84,112 @@ async fn memory_store(_name: &str) -> Arc<dyn Store> {
 async fn redis_store(name: &str) -> Arc<dyn Store> {
     let (url, _conn) = palisade_testkit::shared_redis().await;
     Arc::new(RedisStore::new(&url, name).unwrap())
+}
+
+/// Sets its flag when dropped: tells a test that a handler's future was dropped.
+struct DropFlag(Arc<AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Counts handler runs, and the most that ran at once.
+#[derive(Clone, Default)]
+struct Runs(Arc<Mutex<(u32, u32, u32)>>); // (now, max, total)
+
+impl Runs {
+    fn enter(&self) -> RunGuard {
+        let mut r = self.0.lock();
+        r.0 += 1;
+        r.1 = r.1.max(r.0);
+        r.2 += 1;
+        RunGuard(self.clone())
+    }
+    fn max(&self) -> u32 {
+        self.0.lock().1
+    }
+    fn total(&self) -> u32 {
+        self.0.lock().2
+    }
+}
+
+struct RunGuard(Runs);
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        self.0.0.lock().0 -= 1;
+    }
+}
+
+/// A store that cannot extend leases (as if Redis were unreachable for that call only).
+struct NoExtend(Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl Store for NoExtend {
+    fn backend(&self) -> &'static str {
+        self.0.backend()
+    }
+    async fn enqueue(&self, entry: NewEntry, max: u64) -> Result<EntryId, StoreError> {
+        self.0.enqueue(entry, max).await
+    }
+    async fn claim(&self, max: usize, lease: Duration) -> Result<Vec<Lease>, StoreError> {
+        self.0.claim(max, lease).await
+    }
+    async fn ack(&self, id: EntryId, token: u64) -> Result<bool, StoreError> {
+        self.0.ack(id, token).await
+    }
+    async fn extend(&self, _: EntryId, _: u64, _: Duration) -> Result<bool, StoreError> {
+        Err(StoreError::Unavailable("test: extend refused".into()))
+    }
+    async fn ack_many(&self, acks: &[(EntryId, u64)]) -> Result<Vec<bool>, StoreError> {
+        self.0.ack_many(acks).await
+    }
+    async fn fail(
+        &self,
+        id: EntryId,
+        token: u64,
+        kind: FailureKind,
+        error: &str,
+        schedule: Schedule,
+    ) -> Result<bool, StoreError> {
+        self.0.fail(id, token, kind, error, schedule).await
+    }
+    async fn quarantine(
+        &self,
+        id: EntryId,
+        token: Option<u64>,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        self.0.quarantine(id, token, reason).await
+    }
+    async fn get(&self, id: EntryId) -> Result<Option<StoredEntry>, StoreError> {
+        self.0.get(id).await
+    }
+    async fn list(
+        &self,
+        filter: &Filter,
+        after: Option<EntryId>,
+        limit: usize,
+    ) -> Result<Page<StoredEntry>, StoreError> {
+        self.0.list(filter, after, limit).await
+    }
+    async fn retry(&self, id: EntryId) -> Result<bool, StoreError> {
+        self.0.retry(id).await
+    }
+    async fn discard(&self, id: EntryId) -> Result<bool, StoreError> {
+        self.0.discard(id).await
+    }
+    async fn trim(&self, ttl: Duration, max: u64) -> Result<Trimmed, StoreError> {
+        self.0.trim(ttl, max).await
+    }
+    async fn purge(&self) -> Result<u64, StoreError> {
+        self.0.purge().await
+    }
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.0.stats().await
+    }
 }
 
 mod cases {
@@ -536,65 +644,153 @@ mod cases {
         assert_eq!(dlq.stats().await.unwrap().store.totals.acked, 1);
     }
 
-    pub async fn a_worker_whose_lease_expired_cannot_ack(store: Arc<dyn Store>) {
-        let lease = Duration::from_millis(200);
-        // Two processes on one queue: a slow one with a single slot, a fast one.
-        let slow_q = queue::<Call>(
-            "cases-stale",
-            store.clone(),
+    pub async fn a_worker_that_cannot_extend_its_lease_stops_before_another_runs_the_entry(
+        store: Arc<dyn Store>,
+    ) {
+        let lease = Duration::from_millis(300);
+        let config = DlqConfig {
+            lease,
+            ..fast_config()
+        };
+        // Two processes on one queue; the first one's store refuses to extend leases (as if it
+        // could not reach Redis for a while).
+        let cut_off = queue::<Call>(
+            "cases-no-extend",
+            Arc::new(NoExtend(store.clone())),
             DlqConfig {
-                lease,
                 concurrency: 1,
-                ..fast_config()
+                ..config.clone()
             },
         );
-        let fast_q = queue::<Call>(
-            "cases-stale",
-            store,
-            DlqConfig {
-                lease,
-                ..fast_config()
-            },
-        );
-        let id = slow_q
+        let healthy = queue::<Call>("cases-no-extend", store, config);
+        let id = cut_off
             .push("op", &call(1), Failure::timeout("t"))
             .await
             .unwrap();
-        let release = Arc::new(tokio::sync::Notify::new());
-        let r = release.clone();
-        let slow = slow_q.worker(move |_| {
-            let r = r.clone();
-            async move {
-                r.notified().await; // stalls past its lease
-                Ok(())
-            }
-        });
-        until("the slow worker holds it", || {
-            let q = slow_q.clone();
-            async move {
-                q.get(id)
-                    .await
-                    .unwrap()
-                    .is_some_and(|e| e.state == EntryState::Leased)
-            }
+        let runs = Runs::default();
+        let dropped = Arc::new(AtomicBool::new(false));
+        let stuck = {
+            let (runs, dropped) = (runs.clone(), dropped.clone());
+            cut_off.worker(move |_| {
+                let (runs, flag) = (runs.clone(), DropFlag(dropped.clone()));
+                async move {
+                    let _running = runs.enter();
+                    let _flag = flag;
+                    std::future::pending::<()>().await;
+                    Ok(())
+                }
+            })
+        };
+        until("the cut-off worker stops its handler", || {
+            let dropped = dropped.load(Ordering::SeqCst);
+            async move { dropped }
         })
         .await;
-        let fast = fast_q.worker(|_| async { Ok(()) });
-        until("the entry acked by the fast worker", || {
-            let q = fast_q.clone();
+        let worker = {
+            let runs = runs.clone();
+            healthy.worker(move |_| {
+                let runs = runs.clone();
+                async move {
+                    let _running = runs.enter();
+                    Ok(())
+                }
+            })
+        };
+        until("the entry acked by the healthy worker", || {
+            let q = healthy.clone();
             async move { q.get(id).await.unwrap().is_none() }
         })
         .await;
-        fast.shutdown(Duration::from_secs(5)).await;
-        release.notify_waiters();
-        until("the slow worker's ack refused", || {
-            let stale = slow.snapshot().stale_total;
-            async move { stale == 1 }
+        worker.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(stuck.snapshot().stale_total, 1, "the lost lease is counted");
+        assert_eq!(stuck.snapshot().acked_total, 0);
+        stuck.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(runs.max(), 1, "never two runs at once");
+        assert_eq!(runs.total(), 2);
+    }
+
+    pub async fn a_handler_slower_than_its_lease_never_runs_twice_at_once(store: Arc<dyn Store>) {
+        let lease = Duration::from_millis(300);
+        let config = DlqConfig {
+            lease,
+            ..fast_config()
+        };
+        // Two workers on one queue, each free to claim what the other's lease lets go.
+        let a = queue::<Call>("cases-slow", store.clone(), config.clone());
+        let b = queue::<Call>("cases-slow", store, config);
+        let id = a.push("op", &call(1), Failure::timeout("t")).await.unwrap();
+        let runs = Runs::default();
+        let handler = |runs: Runs| {
+            move |_| {
+                let runs = runs.clone();
+                async move {
+                    let _running = runs.enter();
+                    // Three leases long: the lease is extended while it runs.
+                    tokio::time::sleep(Duration::from_millis(900)).await;
+                    Ok(())
+                }
+            }
+        };
+        let wa = a.worker(handler(runs.clone()));
+        let wb = b.worker(handler(runs.clone()));
+        until("the entry acked", || {
+            let q = a.clone();
+            async move { q.get(id).await.unwrap().is_none() }
         })
         .await;
-        assert_eq!(slow.snapshot().acked_total, 0);
-        slow.shutdown(Duration::from_secs(5)).await;
-        assert_eq!(fast_q.stats().await.unwrap().store.totals.acked, 1);
+        wa.shutdown(Duration::from_secs(5)).await;
+        wb.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(runs.max(), 1, "never two runs at once");
+        assert_eq!(runs.total(), 1, "one run, acked");
+        assert_eq!(a.stats().await.unwrap().store.totals.acked, 1);
+    }
+
+    pub async fn handlers_stop_with_their_worker(store: Arc<dyn Store>) {
+        let dlq = queue::<Call>("cases-handlers-stop", store, fast_config());
+        for n in 0..2 {
+            dlq.push("op", &call(n), Failure::timeout("t"))
+                .await
+                .unwrap();
+        }
+        // One worker aborted, one shut down with a short grace: both hold a handler that never
+        // ends.
+        for stop in ["abort", "shutdown"] {
+            let (started, dropped) = (
+                Arc::new(AtomicBool::new(false)),
+                Arc::new(AtomicBool::new(false)),
+            );
+            let worker = {
+                let (started, dropped) = (started.clone(), dropped.clone());
+                dlq.worker(move |_| {
+                    let flag = DropFlag(dropped.clone());
+                    started.store(true, Ordering::SeqCst);
+                    async move {
+                        let _flag = flag;
+                        std::future::pending::<()>().await;
+                        Ok(())
+                    }
+                })
+            };
+            until("a handler runs", || {
+                let started = started.load(Ordering::SeqCst);
+                async move { started }
+            })
+            .await;
+            if stop == "abort" {
+                worker.abort();
+            } else {
+                worker.shutdown(Duration::from_millis(50)).await;
+            }
+            until(
+                &format!("the handler stops with its {stop}ed worker"),
+                || {
+                    let dropped = dropped.load(Ordering::SeqCst);
+                    async move { dropped }
+                },
+            )
+            .await;
+        }
+        dlq.purge().await.unwrap();
     }
 
     pub async fn graceful_shutdown_finishes_entries_in_hand(store: Arc<dyn Store>) {
@@ -749,7 +945,9 @@ macro_rules! suite {
                 the_size_bound_evicts_the_oldest_and_counts_them,
                 ten_thousand_entries_end_acked_or_parked_exactly_once,
                 an_aborted_worker_leaves_a_lease_that_expires,
-                a_worker_whose_lease_expired_cannot_ack,
+                a_worker_that_cannot_extend_its_lease_stops_before_another_runs_the_entry,
+                a_handler_slower_than_its_lease_never_runs_twice_at_once,
+                handlers_stop_with_their_worker,
                 graceful_shutdown_finishes_entries_in_hand,
                 admin_commands_through_the_registry,
                 bad_input_is_refused_with_a_named_reason

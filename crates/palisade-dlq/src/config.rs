@@ -37,9 +37,15 @@ pub struct DlqConfig {
     pub retention: Duration,
     /// Retry policy per failure kind. Kinds without one are parked at once.
     pub policies: Policies,
-    /// How long a worker holds an entry before another may take it. Default 30 s.
+    /// How long a worker holds an entry before another may take it; extended while its handler
+    /// runs. Default 30 s.
     #[serde(with = "duration")]
     pub lease: Duration,
+    /// Deliveries without an outcome after which an entry is quarantined as poison: each time
+    /// its holder died (the handler crashed the worker process, or it was killed) it is
+    /// claimed again, and past this many claims the worker quarantines it instead of running
+    /// it once more. Default 5.
+    pub max_deliveries: u32,
     /// Entries a worker handles at once. Default 4.
     pub concurrency: u32,
     /// How often an idle worker looks for due entries. Default 250 ms.
@@ -65,6 +71,7 @@ impl Default for DlqConfig {
             retention: Duration::from_secs(7 * 86_400),
             policies: Policies::default(),
             lease: Duration::from_secs(30),
+            max_deliveries: 5,
             concurrency: 4,
             poll_interval: Duration::from_millis(250),
             trim_interval: Duration::from_secs(60),
@@ -94,6 +101,7 @@ impl DlqConfig {
             Duration::from_secs(86_400),
         )?;
         check_range("concurrency", self.concurrency, 1, 10_000)?;
+        check_range("max_deliveries", self.max_deliveries, 1, 1_000_000)?;
         check_duration(
             "poll_interval",
             self.poll_interval,

@@ -37,6 +37,8 @@ struct Inner {
     due: BTreeSet<(u64, EntryId)>,
     /// (lease deadline ms, id) of leased entries.
     leased: BTreeSet<(u64, EntryId)>,
+    /// Claims of each entry since its last recorded outcome ([`Lease::deliveries`]).
+    deliveries: BTreeMap<EntryId, u32>,
     totals: Totals,
 }
 
@@ -108,6 +110,7 @@ impl Inner {
     }
 
     fn remove(&mut self, id: EntryId) -> Option<StoredEntry> {
+        self.deliveries.remove(&id);
         let (e, _) = self.entries.remove(&id)?;
         self.unindex(&e);
         Some(e)
@@ -236,11 +239,17 @@ impl Store for MemoryStore {
                 e.lease_until_ms = Some(until);
                 e.next_attempt_ms = None;
             });
+            let deliveries = {
+                let d = s.deliveries.entry(id).or_insert(0);
+                *d = d.saturating_add(1);
+                *d
+            };
             if let Some((e, t)) = s.entries.get_mut(&id) {
                 *t = token;
                 out.push(Lease {
                     entry: e.clone(),
                     token,
+                    deliveries,
                 });
             }
         }
@@ -292,6 +301,9 @@ impl Store for MemoryStore {
             e.last_failed_ms = now;
             parked = apply_schedule(e, schedule, now);
         });
+        if ok {
+            s.deliveries.remove(&id);
+        }
         if parked {
             s.totals.parked += 1;
         }
@@ -312,6 +324,7 @@ impl Store for MemoryStore {
             e.error = reason.to_owned();
         });
         if ok {
+            s.deliveries.remove(&id);
             s.totals.quarantined += 1;
         }
         Ok(ok)
@@ -359,6 +372,7 @@ impl Store for MemoryStore {
             e.next_attempt_ms = Some(now);
             e.attempts = 0;
         });
+        s.deliveries.remove(&id);
         s.totals.retried += 1;
         Ok(true)
     }
@@ -403,6 +417,7 @@ impl Store for MemoryStore {
         s.entries.clear();
         s.due.clear();
         s.leased.clear();
+        s.deliveries.clear();
         s.totals.purged += n;
         Ok(n)
     }

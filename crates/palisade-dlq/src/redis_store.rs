@@ -203,6 +203,7 @@ macro_rules! lua_remove_many {
     redis.call('ZREM', P .. s, unpack(ms))
   end
   redis.call('HDEL', P .. 'leases', unpack(ms))
+  redis.call('HDEL', P .. 'dlv', unpack(ms))
   for k, c in pairs(kinds) do kind_add(k, -c) end
   return found
 end
@@ -273,6 +274,7 @@ local es = redis.call('MGET', unpack(keys))
 local tok = n2s(redis.call('INCR', P .. 'tok'))
 local deadline = n2s(now + tonumber(ARGV[2]))
 local out = {n, tok, deadline}
+local DLV = P .. 'dlv'
 local due, holders, gone, held = {}, {}, {}, {}
 local k = 0
 for i, m in ipairs(ms) do
@@ -289,8 +291,9 @@ for i, m in ipairs(ms) do
     end
     holders[2 * k - 1] = m
     holders[2 * k] = h
-    out[2 * k + 2] = m
-    out[2 * k + 3] = e
+    out[3 * k + 1] = m
+    out[3 * k + 2] = e
+    out[3 * k + 3] = redis.call('HINCRBY', DLV, m, 1)
   else
     gone[#gone + 1] = m
   end
@@ -300,6 +303,7 @@ if #gone > 0 then
   redis.call('ZREM', DUE, unpack(gone))
   redis.call('ZREM', P .. 'all', unpack(gone))
   redis.call('HDEL', P .. 'leases', unpack(gone))
+  redis.call('HDEL', DLV, unpack(gone))
   if k == 0 then return {n} end
 end
 redis.call('ZADD', DUE, unpack(due))
@@ -352,6 +356,7 @@ if k > 0 then
   redis.call('ZREM', P .. 'due', unpack(ms))
   redis.call('ZREM', P .. 'all', unpack(ms))
   redis.call('HDEL', LEASES, unpack(ms))
+  redis.call('HDEL', P .. 'dlv', unpack(ms))
   redis.call('HINCRBY', P .. 'stats', 'acked', k)
   local KINDS = P .. 'kinds'
   for kind, c in pairs(kinds) do
@@ -399,6 +404,7 @@ local park = ARGV[5] == '1'
 local st, nxt = 'parked', 'null'
 if not park then st, nxt = 'scheduled', n2s(now + tonumber(ARGV[6])) end
 redis.call('HDEL', P .. 'leases', m)
+redis.call('HDEL', P .. 'dlv', m)
 redis.call('SET', key, '{"kind":"' .. ARGV[3] .. '","state":"' .. st .. '","att":' ..
   n2s(math.min(att + 1, 4294967295)) .. ',"first":' .. enc(s.first) .. ',"last":' .. n2s(now) ..
   ',"next":' .. nxt .. ',"err":' .. ARGV[4] .. ',"hist":' .. cjson.encode(hist) .. '}' ..
@@ -442,6 +448,7 @@ if p then
     if built then updated = line .. string.sub(e, p) end
   end
 end
+redis.call('HDEL', P .. 'dlv', m)
 if tok then
   redis.call('HDEL', P .. 'leases', m)
   redis.call('ZREM', P .. 'due', m)
@@ -552,6 +559,7 @@ local built, line = pcall(status, s, 'scheduled', '0', nows, enc(s.err))
 if not built then return 0 end
 if st == 'parked' then redis.call('ZREM', P .. 'parked', m) end
 redis.call('ZADD', P .. 'due', nows, m)
+redis.call('HDEL', P .. 'dlv', m)
 redis.call('SET', key, line .. string.sub(e, p))
 redis.call('HINCRBY', P .. 'stats', 'retried', 1)
 return 1
@@ -657,7 +665,7 @@ local ALL = P .. 'all'
 local n = remove_many(redis.call('ZRANGE', ALL, 0, tonumber(ARGV[1]) - 1))
 if n > 0 then redis.call('HINCRBY', P .. 'stats', 'purged', n) end
 if redis.call('ZCARD', ALL) == 0 then
-  redis.call('DEL', P .. 'due', P .. 'parked', P .. 'quarantined', P .. 'leases', P .. 'kinds')
+  redis.call('DEL', P .. 'due', P .. 'parked', P .. 'quarantined', P .. 'leases', P .. 'kinds', P .. 'dlv')
   return {n, 1}
 end
 return {n, 0}
@@ -1163,8 +1171,8 @@ impl Store for RedisStore {
             let Value::Array(reply) = v else {
                 return Err(self.unexpected("claim", &v));
             };
-            // `{examined}`, or `{examined, token, deadline, id, entry, id, entry...}`.
-            if reply.len() != 1 && (reply.len() < 3 || reply.len() % 2 == 0) {
+            // `{examined}`, or `{examined, token, deadline, id, entry, deliveries, id, ...}`.
+            if reply.len() != 1 && (reply.len() < 3 || reply.len() % 3 != 0) {
                 return Err(self.unexpected("claim", &Value::Array(reply)));
             }
             let mut it = reply.into_iter();
@@ -1172,14 +1180,23 @@ impl Store for RedisStore {
             let examined = number(&examined).ok_or_else(|| self.unexpected("claim", &examined))?;
             if let (Some(token), Some(deadline)) = (it.next(), it.next()) {
                 let token = number(&token).ok_or_else(|| self.unexpected("claim", &token))?;
-                while let (Some(id), Some(entry)) = (it.next(), it.next()) {
+                while let (Some(id), Some(entry), Some(deliveries)) =
+                    (it.next(), it.next(), it.next())
+                {
                     let id = number(&id).ok_or_else(|| self.unexpected("claim", &id))?;
+                    let deliveries = number(&deliveries)
+                        .map(|d| u32::try_from(d).unwrap_or(u32::MAX))
+                        .ok_or_else(|| self.unexpected("claim", &deliveries))?;
                     let parsed = match bytes(&entry) {
                         Some(b) => self.parse_entry(id, b, &deadline),
                         None => Err(self.unexpected("claim", &entry)),
                     };
                     match parsed {
-                        Ok(entry) => out.push(Lease { entry, token }),
+                        Ok(entry) => out.push(Lease {
+                            entry,
+                            token,
+                            deliveries,
+                        }),
                         Err(e) => {
                             // A corrupt entry must not block the queue: quarantine it, go on.
                             tracing::warn!(queue = %self.inner.queue, id, error = %e,

@@ -130,6 +130,10 @@ pub struct Lease {
     pub entry: StoredEntry,
     /// The fencing token of this lease.
     pub token: u64,
+    /// How many times the entry has been claimed since its last recorded outcome (a failure,
+    /// or an operator's retry), this claim included. Above 1, earlier holders died with it:
+    /// the worker quarantines an entry delivered more than `max_deliveries` times (poison).
+    pub deliveries: u32,
 }
 
 /// Which entries an operator means. Empty fields match everything.

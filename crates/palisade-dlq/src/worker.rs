@@ -359,6 +359,33 @@ where
     }
 }
 
+/// Moves a leased entry to the quarantine with `reason`, counted and announced.
+async fn quarantine(
+    inner: &Inner,
+    state: &WorkerState,
+    id: EntryId,
+    token: u64,
+    operation: &str,
+    reason: &str,
+) {
+    match inner.store.quarantine(id, Some(token), reason).await {
+        Ok(true) => {
+            state.quarantined.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(queue = %inner.name, id, %reason, "dead-letter entry quarantined");
+            inner.notice(
+                format!("entry {id} quarantined: {reason}"),
+                serde_json::json!({"id": id, "operation": operation}),
+            );
+        }
+        Ok(false) => {
+            state.stale.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => {
+            tracing::warn!(queue = %inner.name, id, error = %e, "quarantine failed; the lease will expire");
+        }
+    }
+}
+
 /// Runs the handler on one entry. Returns the entry's ack for a success (acks are batched by
 /// the loop); failures and quarantines are recorded here.
 async fn process<T, F, Fut>(
@@ -372,28 +399,26 @@ where
     F: Fn(Entry<T>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), Failure>> + Send + 'static,
 {
-    let Lease { entry, token } = held.lease.clone();
+    let Lease {
+        entry,
+        token,
+        deliveries,
+    } = held.lease.clone();
     let (id, attempts) = (entry.id, entry.attempts);
+    let max_deliveries = inner.config().max_deliveries;
+    if deliveries > max_deliveries {
+        // Its earlier holders died with it: running it again may crash this worker too.
+        let reason = format!(
+            "poison: delivered {deliveries} times without an outcome (max_deliveries {max_deliveries}); its handler may crash the worker"
+        );
+        quarantine(inner, state, id, token, &entry.operation, &reason).await;
+        return None;
+    }
     let payload: T = match serde_json::from_slice(&entry.payload) {
         Ok(p) => p,
         Err(e) => {
             let reason = format!("payload does not decode: {e}");
-            match inner.store.quarantine(id, Some(token), &reason).await {
-                Ok(true) => {
-                    state.quarantined.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(queue = %inner.name, id, %reason, "dead-letter entry quarantined");
-                    inner.notice(
-                        format!("entry {id} quarantined: {reason}"),
-                        serde_json::json!({"id": id, "operation": entry.operation}),
-                    );
-                }
-                Ok(false) => {
-                    state.stale.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    tracing::warn!(queue = %inner.name, id, error = %e, "quarantine failed; the lease will expire");
-                }
-            }
+            quarantine(inner, state, id, token, &entry.operation, &reason).await;
             return None;
         }
     };

@@ -172,3 +172,97 @@ async fn a_redis_restart_with_appendfsync_always_loses_no_entry() {
     worker.shutdown(Duration::from_secs(5)).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+const POISON_QUEUE: &str = "PALISADE_DLQ_POISON_QUEUE";
+/// The payload whose handler crashes the worker process.
+const POISON: u64 = 13;
+
+/// The worker process of `a_poison_entry_is_quarantined_after_max_deliveries`: started by that
+/// test as a child (`--ignored --exact poison_worker`); it aborts the process on `POISON`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run as a child process by a_poison_entry_is_quarantined_after_max_deliveries"]
+async fn poison_worker() {
+    let Ok(queue) = std::env::var(POISON_QUEUE) else {
+        return; // run by hand: nothing to do
+    };
+    let (url, _) = shared_redis().await;
+    let dlq = poison_dlq(&url, &queue);
+    let _worker = dlq.worker(|e| async move {
+        if e.payload == POISON {
+            std::process::abort(); // a crash: no unwinding, no outcome recorded
+        }
+        Ok(())
+    });
+    std::future::pending::<()>().await;
+}
+
+fn poison_dlq(url: &str, queue: &str) -> DeadLetterQueue<u64> {
+    DeadLetterQueue::builder(queue)
+        .store(Arc::new(RedisStore::new(url, queue).unwrap()))
+        .config(DlqConfig {
+            max_deliveries: 2,
+            ..config(Duration::from_millis(300))
+        })
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_entry_is_quarantined_after_max_deliveries() {
+    let (url, _conn) = shared_redis().await;
+    let queue = unique("crash-poison");
+    let q = poison_dlq(&url, &queue);
+    let poison = q.push("op", &POISON, Failure::timeout("t")).await.unwrap();
+
+    // Worker processes, one after the other, each until it dies or the poison is quarantined.
+    let quarantined = || async {
+        q.get(poison)
+            .await
+            .unwrap()
+            .is_some_and(|e| e.state == EntryState::Quarantined)
+    };
+    let mut crashes = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !quarantined().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not quarantined within 60 s"
+        );
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "poison_worker", "--ignored", "--nocapture"])
+            .env(POISON_QUEUE, &queue)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                crashes += 1;
+                break;
+            }
+            if quarantined().await || std::time::Instant::now() >= deadline {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(
+        crashes, 2,
+        "two deliveries crashed a worker, the third was quarantined"
+    );
+    let entry = q.get(poison).await.unwrap().unwrap();
+    assert!(entry.error.contains("poison"), "{}", entry.error);
+    assert!(entry.error.contains("delivered 3 times"), "{}", entry.error);
+    // The queue flows again.
+    let good = q.push("op", &1, Failure::timeout("t")).await.unwrap();
+    let worker = q.worker(|_| async { Ok(()) });
+    until("the good entry is acked", || {
+        let q = q.clone();
+        async move { q.get(good).await.unwrap().is_none() }
+    })
+    .await;
+    worker.shutdown(Duration::from_secs(5)).await;
+    q.purge().await.unwrap();
+}

@@ -51,6 +51,7 @@ mod config;
 mod control;
 mod monitor;
 mod process;
+mod restart;
 mod tree;
 
 pub use async_trait::async_trait;

@@ -1,7 +1,7 @@
 //! The monitor: one loop per component, thresholds, auto-restart with backoff, crash-loop
 //! protection, and the aggregate report.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use crate::check::{CheckResult, HealthCheck, Restartable, Status, format_latency};
 use crate::config::{CheckConfig, MonitorConfig};
+use crate::restart::{Decision, Restarts, jittered};
 
 /// The crash-loop message operators know from the runbooks.
 pub const CRASH_LOOP_MESSAGE: &str =
@@ -216,13 +217,9 @@ struct Runtime {
     last_success_ms: Option<u64>,
     consecutive_failures: u32,
     consecutive_successes: u32,
-    restart_count: u64,
-    restarts: VecDeque<Instant>,
-    /// The wait required after the last restart before another.
-    backoff: Duration,
-    last_restart: Option<Instant>,
+    /// The restart history and what the policy makes of it.
+    restarts: Restarts,
     healthy_since: Option<Instant>,
-    crash_loop: bool,
     last_restart_error: Option<String>,
 }
 
@@ -481,7 +478,7 @@ impl ComponentHandle {
         let result = restarter.restart().await;
         {
             let mut r = s.run.lock();
-            r.restart_count += 1;
+            r.restarts.count += 1;
             r.last_restart_error = result.as_ref().err().cloned();
         }
         drop(guard);
@@ -492,15 +489,7 @@ impl ComponentHandle {
     /// Leaves crash-loop protection: the restart history and backoff start over.
     pub fn reset_crash_loop(&self) {
         let s = &self.state;
-        let was = {
-            let mut r = s.run.lock();
-            let was = r.crash_loop;
-            r.crash_loop = false;
-            r.restarts.clear();
-            r.last_restart = None;
-            r.backoff = Duration::ZERO;
-            was
-        };
+        let was = s.run.lock().restarts.reset();
         s.publish(EventKind::AdminAction {
             action: "reset_crash_loop".into(),
         });
@@ -554,9 +543,9 @@ impl ComponentState {
             last_check_ms: r.last_check_ms,
             last_success_ms: r.last_success_ms,
             consecutive_failures: r.consecutive_failures,
-            restart_count: r.restart_count,
-            current_backoff_ms: u64::try_from(r.backoff.as_millis()).unwrap_or(u64::MAX),
-            crash_loop: r.crash_loop,
+            restart_count: r.restarts.count,
+            current_backoff_ms: u64::try_from(r.restarts.backoff.as_millis()).unwrap_or(u64::MAX),
+            crash_loop: r.restarts.crash_loop,
             restartable: self.restarter.is_some(),
             auto_restart: self.auto_restart.load(Ordering::Relaxed),
             critical: cfg.critical,
@@ -620,14 +609,6 @@ async fn round(s: &ComponentState) -> Instant {
     next
 }
 
-/// `interval` spread by `± jitter` (a fraction) using `rand` in `[0, 1)`; at least 1 ms.
-fn jittered(interval: Duration, jitter: f64, rand: f64) -> Duration {
-    let factor = 1.0 + jitter.clamp(0.0, 1.0) * (2.0 * rand - 1.0);
-    Duration::try_from_secs_f64(interval.as_secs_f64() * factor)
-        .unwrap_or(interval)
-        .max(Duration::from_millis(1))
-}
-
 fn apply(s: &ComponentState, cfg: &CheckConfig, result: CheckResult, latency: Duration) {
     let now_ms = s.now_ms();
     let now = Instant::now();
@@ -670,12 +651,8 @@ fn apply(s: &ComponentState, cfg: &CheckConfig, result: CheckResult, latency: Du
                 r.message = result.message;
             }
             // Stable long enough: the backoff starts over.
-            if r.healthy_since
-                .is_some_and(|t| now.duration_since(t) >= cfg.restart.reset_after)
-                && r.last_restart.is_some()
-            {
-                r.last_restart = None;
-                r.backoff = Duration::ZERO;
+            if let Some(since) = r.healthy_since {
+                r.restarts.healthy(&cfg.restart, since, now);
             }
         }
     }
@@ -693,59 +670,38 @@ fn apply(s: &ComponentState, cfg: &CheckConfig, result: CheckResult, latency: Du
     }
 }
 
-/// Restarts the component if it is failing, restartable, allowed and not braked. Returns when
-/// a restart will next be allowed, if one is waiting for its backoff.
+/// Restarts the component if it is failing, restartable, allowed and not braked (the policy
+/// itself is [`Restarts::decide`]). Returns when a restart will next be allowed, if one is
+/// waiting for its backoff.
 async fn restart_if_due(s: &ComponentState, cfg: &CheckConfig) -> Option<Instant> {
     let restarter = s.restarter.clone()?;
     let policy = &cfg.restart;
-    let now = Instant::now();
     let attempt = {
         let mut r = s.run.lock();
-        if r.consecutive_failures < cfg.failure_threshold || r.crash_loop || !s.auto_restart_on() {
+        if r.consecutive_failures < cfg.failure_threshold || !s.auto_restart_on() {
             return None;
         }
-        if let Some(last) = r.last_restart {
-            let allowed = last + r.backoff;
-            if now < allowed {
-                return Some(allowed);
+        match r.restarts.decide(policy, Instant::now(), fastrand::f64()) {
+            Decision::Braked => return None,
+            Decision::WaitUntil(at) => return Some(at),
+            Decision::CrashLoop { restarts: n } => {
+                drop(r);
+                tracing::error!(component = %s.name, restarts = n, window = ?policy.window, "{CRASH_LOOP_MESSAGE}");
+                s.publish(EventKind::StateTransition {
+                    from: "restarting".into(),
+                    to: "crash_loop".into(),
+                    reason: format!(
+                        "{CRASH_LOOP_MESSAGE} ({n} restarts within {:?})",
+                        policy.window
+                    ),
+                });
+                return None;
             }
+            Decision::Restart { attempt, .. } => attempt,
         }
-        while r
-            .restarts
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > policy.window)
-        {
-            r.restarts.pop_front();
-        }
-        if r.restarts.len() >= policy.max_restarts as usize {
-            r.crash_loop = true;
-            let n = r.restarts.len();
-            drop(r);
-            tracing::error!(component = %s.name, restarts = n, window = ?policy.window, "{CRASH_LOOP_MESSAGE}");
-            s.publish(EventKind::StateTransition {
-                from: "restarting".into(),
-                to: "crash_loop".into(),
-                reason: format!(
-                    "{CRASH_LOOP_MESSAGE} ({n} restarts within {:?})",
-                    policy.window
-                ),
-            });
-            return None;
-        }
-        let base = if r.last_restart.is_none() {
-            policy.initial_backoff
-        } else {
-            r.backoff.mul_f64(policy.factor).min(policy.max_backoff)
-        };
-        let spread = base.mul_f64(policy.jitter * fastrand::f64());
-        r.backoff = base.saturating_add(spread).min(policy.max_backoff);
-        r.last_restart = Some(now);
-        r.restarts.push_back(now);
-        r.restart_count += 1;
-        r.restart_count
     };
     let result = restarter.restart().await;
-    let backoff = s.run.lock().backoff;
+    let backoff = s.run.lock().restarts.backoff;
     match &result {
         Ok(()) => {
             tracing::warn!(component = %s.name, attempt, next_backoff = ?backoff, "restarted");
@@ -766,19 +722,4 @@ async fn restart_if_due(s: &ComponentState, cfg: &CheckConfig) -> Option<Instant
     });
     // Check again soon to see whether the restart helped.
     Some(Instant::now() + cfg.interval.min(backoff).max(Duration::from_millis(1)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jitter_spreads_both_ways_and_never_panics() {
-        let i = Duration::from_secs(10);
-        assert_eq!(jittered(i, 0.1, 0.0), Duration::from_secs(9));
-        assert_eq!(jittered(i, 0.1, 0.5), i);
-        assert!(jittered(i, 0.1, 0.999_999) <= Duration::from_secs(11));
-        assert_eq!(jittered(i, 1.0, 0.0), Duration::from_millis(1));
-        assert_eq!(jittered(i, 0.0, 0.3), i);
-    }
 }

@@ -48,7 +48,19 @@ pub struct BreakerConfig {
     pub jitter: f64,
     /// Trial calls admitted at once while half-open; this many successes close the breaker and
     /// one failure re-opens it. Default 1 (env `CIRCUIT_BREAKER_HALF_OPEN_MAX_CALLS`).
+    /// Changed while half-open, it applies at once: if the trials that already succeeded are
+    /// enough for the new value, the breaker closes.
     pub half_open_max_calls: u32,
+    /// How long a half-open breaker with trial calls in flight waits for news of them. When
+    /// that long passes with no trial admitted or reported, the trials in flight are presumed
+    /// hung and the breaker re-opens as if a trial had failed (a new open period, which counts
+    /// for wait growth); their late outcomes are then ignored. A half-open breaker with no trial
+    /// in flight is waiting for nothing and stays half-open until a call comes. The breaker
+    /// re-opens at the deadline itself, whenever it is next looked at. Like resilience4j's
+    /// `maxWaitDurationInHalfOpenState`, but never infinite, so one hung call cannot hold a
+    /// breaker half-open forever. Default 60 s (1 ms to one week).
+    #[serde(with = "duration")]
+    pub max_wait_in_half_open: Duration,
 }
 
 impl Default for BreakerConfig {
@@ -61,6 +73,7 @@ impl Default for BreakerConfig {
             wait_multiplier: 2.0,
             jitter: 0.0,
             half_open_max_calls: 1,
+            max_wait_in_half_open: Duration::from_secs(60),
         }
     }
 }
@@ -201,6 +214,12 @@ impl BreakerConfig {
         check_finite_range("wait_multiplier", self.wait_multiplier, 1.0, 100.0)?;
         check_finite_range("jitter", self.jitter, 0.0, 1.0)?;
         check_range("half_open_max_calls", self.half_open_max_calls, 1, 1000)?;
+        check_duration(
+            "max_wait_in_half_open",
+            self.max_wait_in_half_open,
+            Duration::from_millis(1),
+            MAX_WAIT,
+        )?;
         Ok(())
     }
 
@@ -292,6 +311,7 @@ mod tests {
         assert_eq!(c.consecutive_failures, 3);
         assert_eq!(c.wait_duration, Duration::from_secs(60));
         assert_eq!(c.half_open_max_calls, 1);
+        assert_eq!(c.max_wait_in_half_open, Duration::from_secs(60));
     }
 
     #[test]
@@ -332,6 +352,15 @@ mod tests {
             }),
             "half_open_max_calls"
         );
+        for bad in [Duration::ZERO, Duration::from_secs(8 * 24 * 3600)] {
+            assert_eq!(
+                field_of(BreakerConfig {
+                    max_wait_in_half_open: bad,
+                    ..base()
+                }),
+                "max_wait_in_half_open"
+            );
+        }
         assert_eq!(
             field_of(BreakerConfig {
                 max_wait_duration: Some(Duration::from_secs(1)),
@@ -384,6 +413,7 @@ mod tests {
             wait_duration = "30s"
             max_wait_duration = "5m"
             jitter = 0.1
+            max_wait_in_half_open = "90s"
             [failure_rate]
             window = { type = "time", length = "10s" }
             minimum_calls = 20
@@ -394,6 +424,7 @@ mod tests {
         .unwrap();
         cfg.validate().unwrap();
         assert_eq!(cfg.max_wait_duration, Some(Duration::from_secs(300)));
+        assert_eq!(cfg.max_wait_in_half_open, Duration::from_secs(90));
         let rate = cfg.failure_rate.unwrap();
         assert_eq!(
             rate.window,
@@ -416,9 +447,14 @@ mod tests {
         let cfg = BreakerConfig {
             failure_rate: Some(FailureRateConfig::default()),
             max_wait_duration: Some(Duration::from_secs(600)),
+            max_wait_in_half_open: Duration::from_millis(2500),
             ..Default::default()
         };
         let json = serde_json::to_string(&cfg).unwrap();
+        assert!(
+            json.contains(r#""max_wait_in_half_open":"2500ms""#),
+            "{json}"
+        );
         assert_eq!(serde_json::from_str::<BreakerConfig>(&json).unwrap(), cfg);
     }
 

@@ -1,5 +1,7 @@
 //! Snapshots, operator commands and metrics export: the breaker as a registry component.
 
+use std::time::Duration;
+
 use palisade_core::{
     ComponentKind, Control, ControlError, Inspect, Managed, async_trait, metrics as names,
 };
@@ -8,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::breaker::CircuitBreaker;
 use crate::config::BreakerConfig;
 use crate::error::ceil_millis;
+use crate::machine;
 use crate::state::State;
 use crate::window::WindowSnapshot;
 
@@ -64,6 +67,10 @@ pub struct HalfOpenSnapshot {
     pub successes: u32,
     /// Trial calls allowed at once, and successes needed to close.
     pub max_calls: u32,
+    /// With trial calls in flight: milliseconds left for news of one (a trial admitted or
+    /// reported) before they are presumed hung and the breaker re-opens
+    /// (`max_wait_in_half_open`). `None` with no trial in flight: nothing is awaited.
+    pub reopen_in_ms: Option<u64>,
 }
 
 /// The last state transition.
@@ -128,10 +135,17 @@ impl CircuitBreaker {
                 .load(std::sync::atomic::Ordering::Acquire),
             consecutive_trips: ctl.trips,
             open_wait_ms: u64::try_from(ctl.current_wait.as_millis()).unwrap_or(u64::MAX),
-            half_open: (state == State::HalfOpen).then(|| HalfOpenSnapshot {
-                in_flight: w.in_flight(),
-                successes: w.successes(),
-                max_calls: s.half_open_max.load(std::sync::atomic::Ordering::Relaxed),
+            half_open: (state == State::HalfOpen).then(|| {
+                let v = s.inputs();
+                HalfOpenSnapshot {
+                    in_flight: w.in_flight(),
+                    successes: w.successes(),
+                    max_calls: v.half_open_max,
+                    reopen_in_ms: machine::hung_deadline(w, &v).map(|d| {
+                        let left = Duration::from_nanos(d.saturating_sub(v.now));
+                        u64::try_from(ceil_millis(left)).unwrap_or(u64::MAX)
+                    }),
+                }
             }),
             window,
             calls: CallCounts {

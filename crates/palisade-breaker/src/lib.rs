@@ -9,7 +9,8 @@
 //!   slow-call rate over a count-based or time-based sliding window.
 //! - Waits (default 60 s) optionally grow on repeated trips up to a cap, with jitter.
 //! - Half-open admits at most K concurrent trials; K successes close, one failure re-opens;
-//!   a cancelled trial gives its slot back.
+//!   a cancelled trial gives its slot back, and trials that go `max_wait_in_half_open`
+//!   (default 60 s) without news are presumed hung and re-open the breaker.
 //! - A [`Classifier`] says what counts: a caller's bad input or a 429 must not trip a breaker.
 //! - Runtime control ([`CircuitBreaker::reset`], [`force_open`](CircuitBreaker::force_open),
 //!   [`set_config`](CircuitBreaker::set_config), …), snapshots, events and metrics through
@@ -60,15 +61,21 @@
 //! ```
 
 mod breaker;
+mod builder;
 mod call;
 mod classify;
 mod config;
+mod config_change;
 mod control;
 mod error;
+mod machine;
+mod permit;
+mod shared;
 mod state;
 mod window;
 
-pub use breaker::{Builder, CircuitBreaker, Permit};
+pub use breaker::CircuitBreaker;
+pub use builder::Builder;
 pub use call::Call;
 pub use classify::{Classifier, ErrorsAreFailures, Outcome};
 pub use config::{BreakerConfig, FailureRateConfig, SlidingWindow};
@@ -76,5 +83,6 @@ pub use control::{
     BreakerCommand, BreakerSnapshot, CallCounts, HalfOpenSnapshot, TransitionSnapshot,
 };
 pub use error::{CallError, RejectReason, Rejected};
+pub use permit::Permit;
 pub use state::State;
 pub use window::WindowSnapshot;

@@ -1,5 +1,5 @@
-//! Many tasks against a half-open breaker: never more than K trials at once, and cancelled
-//! trials give their slot back.
+//! Many tasks against a half-open breaker: never more than K trials at once, cancelled
+//! trials give their slot back, and a limit lowered while trials succeed never strands it.
 #![allow(clippy::unwrap_used)] // tests unwrap what must succeed
 
 use std::sync::Arc;
@@ -154,4 +154,36 @@ fn trial_slots_are_conserved_under_thread_contention() {
     assert_eq!(snap.state, State::HalfOpen);
     let ho = snap.half_open.unwrap();
     assert_eq!((ho.in_flight, ho.successes), (0, 0));
+}
+
+#[test]
+fn lowering_the_limit_while_trials_succeed_never_strands_half_open() {
+    // A trial success and a lowered `half_open_max_calls` racing: whichever lands second must
+    // close the breaker, or it would refuse every call with nothing in flight.
+    for round in 0..300u64 {
+        let clock = ManualClock::new();
+        let cb = half_open_breaker(&clock);
+        let trials: Vec<_> = (0..K).map(|_| cb.try_acquire().unwrap()).collect();
+        let mut trials = trials.into_iter();
+        let first = trials.next().unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| first.success());
+            s.spawn(|| {
+                let mut cfg = cb.config();
+                cfg.half_open_max_calls = 1 + u32::from(round % 2 == 0);
+                cb.set_config(cfg).unwrap();
+            });
+        });
+        drop(trials); // the rest are cancelled
+        let snap = cb.snapshot();
+        if let Some(ho) = snap.half_open {
+            assert!(
+                ho.in_flight > 0 || ho.successes < ho.max_calls,
+                "round {round}: stranded {ho:?}"
+            );
+            assert!(cb.try_acquire().is_ok(), "round {round}: refused");
+        } else {
+            assert_eq!(snap.state, State::Closed, "round {round}");
+        }
+    }
 }

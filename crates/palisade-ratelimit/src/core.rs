@@ -68,16 +68,24 @@ impl Core {
         *self.quota.lock()
     }
 
-    /// Validates and applies a new quota; stored TATs carry over (a client's debt is kept in
-    /// time, so a lower rate takes effect at once and a higher one as soon as it is due).
-    pub fn set_quota(&self, quota: Quota) -> Result<(), ConfigError> {
+    /// Validates and applies a new quota, then calls `carry(old, new, now)` with the old and
+    /// new parameters, still holding the quota's lock (so concurrent changes carry buckets over
+    /// in the order they are applied): the limiter re-expresses its buckets' used fraction of
+    /// the burst in the new quota there ([`Gcra::carry`]).
+    pub fn set_quota(
+        &self,
+        quota: Quota,
+        carry: impl FnOnce(Gcra, Gcra, u64),
+    ) -> Result<(), ConfigError> {
         quota.validate().map_err(|e| e.within("quota"))?;
         let g = quota.gcra();
         let mut cur = self.quota.lock();
         let old = *cur;
+        let old_g = self.gcra();
         *cur = quota;
         self.interval.store(g.interval, Ordering::Relaxed);
         self.tolerance.store(g.tolerance, Ordering::Relaxed);
+        carry(old_g, g, self.time.now());
         drop(cur);
         if old != quota {
             self.publish(EventKind::ConfigChanged {

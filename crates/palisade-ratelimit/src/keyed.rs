@@ -27,8 +27,16 @@ struct Slot<K> {
     tat: AtomicU64,
 }
 
+/// One shard's keys, and the GCRA parameters their TATs are expressed in. A quota change
+/// rescales a shard's TATs and swaps its parameters under the shard's write lock, so a
+/// decision (under the read lock) always reads parameters and TATs that belong together.
+struct Table<K> {
+    slots: HashTable<Slot<K>>,
+    gcra: Gcra,
+}
+
 #[repr(align(128))]
-struct Shard<K>(RwLock<HashTable<Slot<K>>>);
+struct Shard<K>(RwLock<Table<K>>);
 
 /// A local GCRA limiter with one bucket per key, each bucket one atomic.
 ///
@@ -147,12 +155,18 @@ where
         }
         let core = Core::new(self.name, self.quota, self.registry.as_ref(), self.clock)?;
         let shard_cap = self.max_keys.div_ceil(SHARDS);
+        let gcra = core.gcra();
         Ok(KeyedRateLimiter {
             inner: Arc::new(Keyed {
                 core,
                 hasher: DefaultHashBuilder::default(),
                 shards: (0..SHARDS)
-                    .map(|_| Shard(RwLock::new(HashTable::new())))
+                    .map(|_| {
+                        Shard(RwLock::new(Table {
+                            slots: HashTable::new(),
+                            gcra,
+                        }))
+                    })
                     .collect(),
                 shard_cap,
                 evicted_idle: AtomicU64::new(0),
@@ -199,13 +213,12 @@ where
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let k = &*self.inner;
-        let g = k.core.gcra();
-        match k.verdict(key, 1, g) {
-            (_, _, Verdict::Allow(_)) => {
+        match k.verdict(key, 1) {
+            (_, _, _, Verdict::Allow(_)) => {
                 k.core.permitted.incr();
                 Ok(())
             }
-            (_, _, Verdict::Deny(wait)) => Err(k.core.limited(g, wait)),
+            (g, _, _, Verdict::Deny(wait)) => Err(k.core.limited(g, wait)),
         }
     }
 
@@ -226,11 +239,10 @@ where
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let k = &*self.inner;
-        let g = k.core.gcra();
-        if let Some(e) = k.core.over_capacity(g, n) {
+        if let Some(e) = k.core.over_capacity(k.core.gcra(), n) {
             return Err(e);
         }
-        let (tat, now, verdict) = k.verdict(key, n, g);
+        let (g, tat, now, verdict) = k.verdict(key, n);
         match verdict {
             Verdict::Allow(_) => k.core.permitted.add(u64::from(n)),
             Verdict::Deny(_) => k.core.rejected.add(u64::from(n)),
@@ -247,7 +259,7 @@ where
         let k = &*self.inner;
         let hash = k.hasher.hash_one(key);
         let mut table = k.shard(hash).0.write();
-        match table.find_entry(hash, |s| s.key.borrow() == key) {
+        match table.slots.find_entry(hash, |s| s.key.borrow() == key) {
             Ok(entry) => {
                 entry.remove();
                 true
@@ -259,7 +271,7 @@ where
     /// Forgets every key.
     pub fn reset_all(&self) {
         for shard in self.inner.shards.iter() {
-            shard.0.write().clear();
+            shard.0.write().slots.clear();
         }
         self.inner.core.publish(EventKind::AdminAction {
             action: "reset".into(),
@@ -268,7 +280,11 @@ where
 
     /// Keys tracked now.
     pub fn len(&self) -> usize {
-        self.inner.shards.iter().map(|s| s.0.read().len()).sum()
+        self.inner
+            .shards
+            .iter()
+            .map(|s| s.0.read().slots.len())
+            .sum()
     }
 
     /// Whether no key is tracked.
@@ -283,7 +299,7 @@ where
         let now = k.core.time.now();
         k.shards
             .iter()
-            .map(|s| k.drop_idle(&mut s.0.write(), now))
+            .map(|s| k.drop_idle(&mut s.0.write().slots, now))
             .sum()
     }
 
@@ -307,9 +323,32 @@ where
         self.inner.core.quota()
     }
 
-    /// Changes every key's rate and burst while running. Validated first.
+    /// Changes every key's rate and burst while running. Validated first; on error nothing
+    /// changes.
+    ///
+    /// Every tracked key keeps the fraction of its burst it has used: raising the quota helps
+    /// limited clients at once, lowering it leaves each key the unused share of the new burst
+    /// (never more than the new burst). The keys are rescaled shard by shard, each under its
+    /// shard's write lock (decisions on that shard wait for it: a few nanoseconds per key,
+    /// about 10 µs per shard at the default bound; the whole change takes about 0.5 ms for
+    /// 100 000 keys and 10 ms for a million, in a release build).
     pub fn set_quota(&self, quota: Quota) -> Result<(), ConfigError> {
-        self.inner.core.set_quota(quota)
+        let k = &*self.inner;
+        k.core.set_quota(quota, |_, new, _| {
+            for shard in k.shards.iter() {
+                let mut table = shard.0.write();
+                let old = table.gcra;
+                if old == new {
+                    continue;
+                }
+                let now = k.core.time.now();
+                for slot in table.slots.iter_mut() {
+                    let tat = slot.tat.get_mut();
+                    *tat = new.carry(old, *tat, now);
+                }
+                table.gcra = new;
+            }
+        })
     }
 
     /// The limiter's name.
@@ -337,10 +376,10 @@ where
         &self.shards[(hash >> 40) as usize % SHARDS]
     }
 
-    /// The stored TAT, the time, and the verdict for `n` cells of `key`; an admission is
-    /// already stored when this returns.
+    /// The parameters in force for `key`, its stored TAT, the time, and the verdict for `n`
+    /// cells of `key`; an admission is already stored when this returns.
     #[inline]
-    fn verdict<Q>(&self, key: &Q, n: u32, g: Gcra) -> (u64, u64, Verdict)
+    fn verdict<Q>(&self, key: &Q, n: u32) -> (Gcra, u64, u64, Verdict)
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
@@ -350,21 +389,24 @@ where
         let now = self.core.time.now();
         {
             let table = shard.0.read();
-            if let Some(slot) = table.find(hash, |s| s.key.borrow() == key) {
-                return admit(&slot.tat, g, now, n);
+            if let Some(slot) = table.slots.find(hash, |s| s.key.borrow() == key) {
+                let g = table.gcra;
+                return admit(&slot.tat, || g, now, n);
             }
         }
-        let mut table = shard.0.write();
-        if let Some(slot) = table.find(hash, |s| s.key.borrow() == key) {
-            return admit(&slot.tat, g, now, n);
+        let mut guard = shard.0.write();
+        let table = &mut *guard;
+        let g = table.gcra;
+        if let Some(slot) = table.slots.find(hash, |s| s.key.borrow() == key) {
+            return admit(&slot.tat, || g, now, n);
         }
         let verdict = g.decide(0, now, n);
         if let (Verdict::Allow(new), true) = (verdict, n > 0) {
-            if table.len() >= self.shard_cap {
-                self.make_room(&mut table, now);
+            if table.slots.len() >= self.shard_cap {
+                self.make_room(&mut table.slots, now);
             }
             let hasher = &self.hasher;
-            table.insert_unique(
+            table.slots.insert_unique(
                 hash,
                 Slot {
                     key: key.to_owned(),
@@ -373,7 +415,7 @@ where
                 |s| hasher.hash_one(&s.key),
             );
         }
-        (0, now, verdict)
+        (g, 0, now, verdict)
     }
 
     fn drop_idle(&self, table: &mut HashTable<Slot<K>>, now: u64) -> usize {

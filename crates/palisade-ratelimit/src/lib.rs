@@ -13,7 +13,9 @@
 //! - [`Limiter`] and [`RateLimitConfig`]: the backend operators choose
 //!   (`RATE_LIMIT_BACKEND=memory|redis`), behind one type.
 //! - Quotas change at runtime ([`RateLimiter::set_quota`], or the `set_quota` admin command),
-//!   validated; snapshots, events and metrics go through [`palisade_core`].
+//!   validated; every bucket keeps the fraction of its burst it had used, so a raise helps
+//!   limited clients at once and a lowering never gives a client more than the new burst.
+//!   Snapshots, events and metrics go through [`palisade_core`].
 //!
 //! ```
 //! use palisade_core::{ComponentKind, Registry};

@@ -9,7 +9,7 @@ use palisade_core::{BuildError, EventBus, EventKind, Registry, SharedClock, conf
 
 use crate::core::Core;
 use crate::error::{RateLimitError, RateLimited};
-use crate::quota::{Decision, Quota, Verdict, admit};
+use crate::quota::{Decision, Quota, Verdict, admit, carry_cell};
 
 /// A local GCRA limiter with one bucket (for a whole process, or one upstream), lock-free: one
 /// `AtomicU64` holds the bucket's state and every decision is one compare-and-swap.
@@ -107,13 +107,12 @@ impl RateLimiter {
     #[inline]
     pub fn check(&self) -> Result<(), RateLimited> {
         let core = &self.inner.core;
-        let g = core.gcra();
-        match admit(&self.inner.tat, g, core.time.now(), 1).2 {
-            Verdict::Allow(_) => {
+        match admit(&self.inner.tat, || core.gcra(), core.time.now(), 1) {
+            (_, _, _, Verdict::Allow(_)) => {
                 core.permitted.incr();
                 Ok(())
             }
-            Verdict::Deny(wait) => Err(core.limited(g, wait)),
+            (g, _, _, Verdict::Deny(wait)) => Err(core.limited(g, wait)),
         }
     }
 
@@ -131,7 +130,7 @@ impl RateLimiter {
         if let Some(e) = core.over_capacity(g, n) {
             return Err(e);
         }
-        let (tat, now, verdict) = admit(&self.inner.tat, g, core.time.now(), n);
+        let (g, tat, now, verdict) = admit(&self.inner.tat, || core.gcra(), core.time.now(), n);
         match verdict {
             Verdict::Allow(_) => {
                 core.permitted.add(u64::from(n));
@@ -166,8 +165,16 @@ impl RateLimiter {
     }
 
     /// Changes rate and burst while running. Validated first; on error nothing changes.
+    ///
+    /// The bucket keeps the fraction of its burst it has used: raising the quota helps a
+    /// limited client at once, lowering it leaves the unused share of the new burst (never
+    /// more than the new burst). A decision racing the change is decided under one quota or
+    /// the other.
     pub fn set_quota(&self, quota: Quota) -> Result<(), ConfigError> {
-        self.inner.core.set_quota(quota)
+        let tat = &self.inner.tat;
+        self.inner
+            .core
+            .set_quota(quota, |old, new, now| carry_cell(tat, old, new, now))
     }
 
     /// Refills the bucket: the next `burst` requests pass.

@@ -5,6 +5,12 @@
 //! `burst` gives an emission interval `T = period / rate` and a tolerance `τ = burst × T`. A
 //! request for `n` cells at time `now` is allowed when `max(TAT, now) + n·T − now ≤ τ`, and then
 //! `TAT` becomes `max(TAT, now) + n·T`. A denial changes nothing.
+//!
+//! A quota change carries each bucket's *used fraction of the burst* over: at `now`, a bucket
+//! has used `clamp((TAT − now) / τ, 0, 1)` of its burst, and under a new tolerance `τ'` its TAT
+//! becomes `now + fraction × τ'` ([`Gcra::carry`]). So raising a quota helps a limited client
+//! at once (its debt is not measured in the old quota's time), and lowering one leaves a client
+//! the unused share of the new burst, never more than the new burst.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -189,6 +195,19 @@ impl Gcra {
         }
     }
 
+    /// The TAT that gives a bucket, at `now`, the same used fraction of this tolerance as
+    /// `tat` gave it of `old`'s: `now + clamp((tat − now) / τ_old, 0, 1) × τ`, rounded up to
+    /// the nanosecond (rounding never frees a cell). An idle bucket (`tat ≤ now`) stays as it is.
+    pub fn carry(&self, old: Gcra, tat: u64, now: u64) -> u64 {
+        if tat <= now || old.tolerance == self.tolerance {
+            return tat;
+        }
+        let used = u128::from((tat - now).min(old.tolerance));
+        let carried =
+            (used * u128::from(self.tolerance)).div_ceil(u128::from(old.tolerance.max(1)));
+        now.saturating_add(u64::try_from(carried).unwrap_or(u64::MAX))
+    }
+
     /// The full decision for a verdict reached from `tat` at `now`.
     pub fn decision(&self, tat: u64, now: u64, verdict: Verdict) -> Decision {
         let (allowed, after, retry_after) = match verdict {
@@ -208,23 +227,41 @@ impl Gcra {
 }
 
 /// Decides on `n` cells of the bucket in `tat_cell` and stores an admission (one CAS loop).
-/// Returns the TAT the verdict was reached from, `now`, and the verdict.
+/// Returns the parameters and the TAT the verdict was reached from, `now`, and the verdict.
+///
+/// `gcra` is read again on every attempt: a CAS that fails because a quota change rescaled the
+/// bucket retries under the new quota.
 #[inline]
-pub(crate) fn admit(tat_cell: &AtomicU64, g: Gcra, now: u64, n: u32) -> (u64, u64, Verdict) {
-    let mut tat = tat_cell.load(Ordering::Relaxed);
+pub(crate) fn admit(
+    tat_cell: &AtomicU64,
+    gcra: impl Fn() -> Gcra,
+    now: u64,
+    n: u32,
+) -> (Gcra, u64, u64, Verdict) {
+    let mut tat = tat_cell.load(Ordering::Acquire);
     loop {
+        let g = gcra();
         let verdict = g.decide(tat, now, n);
         match verdict {
             Verdict::Allow(new) if n > 0 => {
-                match tat_cell.compare_exchange_weak(tat, new, Ordering::Relaxed, Ordering::Relaxed)
+                match tat_cell.compare_exchange_weak(tat, new, Ordering::Relaxed, Ordering::Acquire)
                 {
-                    Ok(_) => return (tat, now, verdict),
+                    Ok(_) => return (g, tat, now, verdict),
                     Err(actual) => tat = actual,
                 }
             }
-            _ => return (tat, now, verdict),
+            _ => return (g, tat, now, verdict),
         }
     }
+}
+
+/// Rescales the bucket in `tat_cell` from `old` to `new` parameters ([`Gcra::carry`]), unless
+/// a decision changes it meanwhile (then again, from what that decision stored).
+pub(crate) fn carry_cell(tat_cell: &AtomicU64, old: Gcra, new: Gcra, now: u64) {
+    let _ = tat_cell.fetch_update(Ordering::Release, Ordering::Acquire, |tat| {
+        let carried = new.carry(old, tat, now);
+        (carried != tat).then_some(carried)
+    });
 }
 
 #[cfg(test)]
@@ -248,6 +285,28 @@ mod tests {
         assert_eq!(g.decide(tat, 10 * s, 1), Verdict::Deny(s));
         assert!(matches!(g.decide(tat, 11 * s, 1), Verdict::Allow(_)));
         assert_eq!(g.decide(0, 0, 4), Verdict::Deny(s));
+    }
+
+    #[test]
+    fn carry_keeps_the_used_fraction_rounded_up() {
+        let s = 1_000_000_000;
+        let old = Quota::per_second(1).with_burst(10).gcra(); // τ = 10 s
+        let new = Quota::per_second(1).with_burst(4).gcra(); // τ = 4 s
+        // 2.5 s of 10 s used: a quarter, so 1 s of 4 s.
+        assert_eq!(new.carry(old, 100 * s + 5 * s / 2, 100 * s), 101 * s);
+        // Rounded up: a third of 10 s is 3.333… s, a third of 4 s is 1.333… s.
+        assert_eq!(new.carry(old, 10 * s / 3, 0), 4 * s / 3 + 1);
+        // Idle buckets stay idle; a full one stays full; more than full is full.
+        assert_eq!(new.carry(old, 5 * s, 7 * s), 5 * s);
+        assert_eq!(new.carry(old, 10 * s, 0), 4 * s);
+        assert_eq!(new.carry(old, 30 * s, 0), 4 * s);
+        // The same tolerance (rate and burst changed in proportion): the same fraction.
+        let same = Quota::per_second(2).with_burst(20).gcra();
+        assert_eq!(same.carry(old, 3 * s, 0), 3 * s);
+        // And back: a raise then the same lowering ends where it started, give or take a ns.
+        let up = Quota::per_second(1_000).with_burst(1_000_000).gcra();
+        let there = up.carry(old, 7 * s, 0);
+        assert!(old.carry(up, there, 0) - 7 * s <= 1);
     }
 
     #[test]

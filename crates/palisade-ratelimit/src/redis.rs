@@ -20,31 +20,19 @@ use crate::keyed::KeyedRateLimiter;
 use crate::limiter::{FailurePolicy, RedisOptions};
 use crate::quota::{Decision, Gcra, Quota};
 
-/// GCRA on Redis. KEYS[1]: the bucket. ARGV: emission interval (µs), tolerance (µs), cells.
-/// Time comes from Redis `TIME`, so instances' clocks do not matter. Returns
-/// `{allowed, remaining, retry_after_us, reset_after_us}`, as redis-cell's `CL.THROTTLE`.
-/// An admission stores the new TAT with an expiry at which the bucket is full again (idle keys
-/// vanish); a denial writes nothing.
-pub const GCRA_SCRIPT: &str = r"
-local interval = tonumber(ARGV[1])
-local tolerance = tonumber(ARGV[2])
-local n = tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tat = tonumber(redis.call('GET', KEYS[1]))
-if not tat or tat < now then tat = now end
-local new_tat = tat + n * interval
-local diff = new_tat - now
-if diff > tolerance then
-  local remaining = math.floor((tolerance - (tat - now)) / interval)
-  if remaining < 0 then remaining = 0 end
-  return {0, remaining, diff - tolerance, tat - now}
-end
-if n > 0 then
-  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil(diff / 1000))
-end
-return {1, math.floor((tolerance - diff) / interval), 0, diff}
-";
+/// GCRA on Redis (the text of `src/gcra.lua`). `KEYS[1]`: the bucket. `ARGV`: emission interval
+/// (µs), tolerance (µs), cells. Time comes from Redis `TIME`, so instances' clocks do not
+/// matter. Returns `{allowed, remaining, retry_after_us, reset_after_us}`, as redis-cell's
+/// `CL.THROTTLE`.
+///
+/// The bucket's value is `<tat>.<tolerance>` (µs): the theoretical arrival time and the
+/// tolerance it was written under; when the quota changed since, the bucket keeps the fraction
+/// of its burst it had used (see [`RedisRateLimiter::set_quota`]). A bare `<tat>` (written by
+/// older versions) is taken as written under the current quota, and older versions read
+/// `<tat>.<tolerance>` as the TAT. An admission stores the new state with an expiry at which
+/// the bucket is full again (idle keys vanish); a denial writes nothing, unless it rescaled the
+/// bucket to a new quota.
+pub const GCRA_SCRIPT: &str = include_str!("gcra.lua");
 
 /// Keys longer than this are replaced by a stable 64-bit hash (the same on every instance).
 const MAX_KEY_LEN: usize = 200;
@@ -55,8 +43,11 @@ const DENY_CACHE_MAX: usize = 10_000;
 /// balancer shares one limit.
 ///
 /// - One `EVALSHA` round trip per decision (the script is reloaded by itself after a Redis
-///   restart or `SCRIPT FLUSH`); time comes from Redis `TIME`; a denial writes nothing.
+///   restart or `SCRIPT FLUSH`); time comes from Redis `TIME`; a denial writes nothing
+///   (unless it is the first decision on a bucket since a quota change, which rescales it).
 /// - Keys are `<prefix>:<limiter>:{<key>}`: the hash tag makes them valid on Redis Cluster.
+///   Each holds `<tat>.<tolerance>` (see [`GCRA_SCRIPT`]), so a quota change carries every
+///   client's used fraction of the burst over.
 /// - One multiplexed, auto-reconnecting connection is shared by all callers; concurrent
 ///   decisions pipeline over it.
 /// - A key Redis refused until T is refused locally until T, without asking Redis.
@@ -325,10 +316,18 @@ impl RedisRateLimiter {
 
     /// Changes rate and burst on this instance (other instances keep theirs until told).
     /// Clears the deny cache, so a raise takes effect at once.
+    ///
+    /// Each bucket keeps the fraction of its burst it has used: the script stores the tolerance
+    /// a bucket was written under beside its TAT, and the first decision under another
+    /// tolerance rescales the bucket (from the fraction used at that moment) and stores it. So
+    /// raising the quota helps limited clients at once, and lowering it leaves each client the
+    /// unused share of the new burst, never more than the new burst. Instances still on the
+    /// old quota rescale a bucket back the same way, so mixed quotas stay consistent.
     pub fn set_quota(&self, quota: Quota) -> Result<(), ConfigError> {
         let s = &*self.inner;
         check_resolution(&quota)?;
-        s.core.set_quota(quota)?;
+        // The buckets live in Redis: the script carries them over.
+        s.core.set_quota(quota, |_, _, _| {})?;
         let instances = s.options.lock().instances;
         s.fallback.set_quota(quota.share(instances))?;
         s.deny_cache.clear();

@@ -117,11 +117,16 @@ fn quota_changes_at_runtime_are_validated_and_published() {
     assert_eq!(err.field, "quota.rate");
     assert_eq!(l.quota(), Quota::per_second(1).with_burst(1));
 
-    // A raise takes effect at once: the burst grows, the debt stays in time.
+    // A raise takes effect at once: half the burst is used 500 ms later, and half of the new
+    // burst (1.5 cells) is used after the raise, so one more request passes now.
+    clock.advance(Duration::from_millis(500));
+    assert!(l.check().is_err());
     l.set_quota(Quota::per_second(1).with_burst(3)).unwrap();
     l.check().unwrap();
-    l.check().unwrap();
-    assert!(l.check().is_err());
+    assert_eq!(
+        l.check().unwrap_err().retry_after,
+        Duration::from_millis(500)
+    );
     let events = l.events().recent(&EventFilter::default());
     assert!(events.iter().any(|e| matches!(&e.kind,
         EventKind::ConfigChanged { change } if change == "quota 1 per 1s, burst 1 -> 1 per 1s, burst 3")));

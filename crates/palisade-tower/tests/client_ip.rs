@@ -171,3 +171,137 @@ async fn the_peer_from_axum_connect_info() {
     ));
     assert_eq!(c.client_ip(&req), Some(ip("203.0.113.9")));
 }
+
+/// One request per client per minute, keyed by `client_ip`.
+fn limited_by(
+    client_ip: ClientIp,
+) -> impl tower::Service<Req, Response = http::Response<String>, Error = BoxError, Future: Send> + Clone
+{
+    let limiter = KeyedRateLimiter::<String>::builder("per-client-net")
+        .quota(Quota::per_minute(1))
+        .build()
+        .unwrap();
+    RateLimitLayer::new(limiter, client_ip).layer(upstream(|_| 200))
+}
+
+fn key(c: &ClientIp, peer: &str, xff: &[&str]) -> String {
+    use palisade_tower::ratelimit::KeyExtractor;
+    c.extract(&request(peer, xff)).unwrap().as_ref().to_owned()
+}
+
+#[tokio::test]
+async fn an_ipv6_client_cannot_rotate_addresses_in_its_slash_64_past_its_limit() {
+    let svc = limited_by(client_ip());
+    assert!(admitted(&svc, request("[2001:db8:1:2::1]:5000", &[])).await);
+    // Another address of the same /64: the same (spent) bucket.
+    assert!(
+        !admitted(
+            &svc,
+            request("[2001:db8:1:2:ffff:ffff:ffff:fffe]:5000", &[])
+        )
+        .await
+    );
+    assert!(!admitted(&svc, request("[2001:db8:1:2:a:b:c:d]:5001", &[])).await);
+    // The next /64 is another client.
+    assert!(admitted(&svc, request("[2001:db8:1:3::1]:5000", &[])).await);
+    // Through a trusted proxy too: the forwarded address is keyed by its /64.
+    assert!(!admitted(&svc, request("10.0.0.2:443", &["2001:db8:1:2::77"])).await);
+    assert!(admitted(&svc, request("10.0.0.2:443", &["[2001:db8:9::1]:443"])).await);
+}
+
+#[tokio::test]
+async fn ipv4_clients_and_ipv4_mapped_addresses_are_keyed_by_address() {
+    let c = client_ip();
+    assert_eq!(c.ipv6_prefix(), 64);
+    assert_eq!(c.ipv4_prefix(), 32);
+    assert_eq!(key(&c, "203.0.113.9:1", &[]), "203.0.113.9");
+    assert_eq!(
+        key(&c, "[2001:db8:1:2:3:4:5:6]:1", &[]),
+        "2001:db8:1:2::/64"
+    );
+    // A mapped address is its IPv4 address, not the /64 every mapped address shares.
+    assert_eq!(key(&c, "[::ffff:203.0.113.9]:1", &[]), "203.0.113.9");
+    assert_eq!(
+        key(&c, "10.0.0.2:443", &["::ffff:203.0.113.10"]),
+        "203.0.113.10"
+    );
+
+    let svc = limited_by(client_ip());
+    assert!(admitted(&svc, request("203.0.113.9:5000", &[])).await);
+    assert!(!admitted(&svc, request("[::ffff:203.0.113.9]:5000", &[])).await);
+    // Neighbours in IPv4 are other clients.
+    assert!(admitted(&svc, request("203.0.113.10:5000", &[])).await);
+    assert!(admitted(&svc, request("[::ffff:203.0.113.11]:5000", &[])).await);
+
+    // Only the key is shortened: the client's address stays whole (for logs).
+    let req = request("[2001:db8:1:2:3:4:5:6]:1", &[]);
+    assert_eq!(c.client_ip(&req), Some(ip("2001:db8:1:2:3:4:5:6")));
+    let headers = http::HeaderMap::new();
+    let peer = ip("2001:db8:1:2:3:4:5:6");
+    assert_eq!(c.resolve(peer, &headers), peer);
+    assert_eq!(c.resolve_key(peer, &headers).as_ref(), "2001:db8:1:2::/64");
+}
+
+#[test]
+fn prefix_lengths_are_set_in_code_or_from_the_environment() {
+    let c = ClientIp::peer_only()
+        .with_ipv6_prefix(48)
+        .unwrap()
+        .with_ipv4_prefix(24)
+        .unwrap();
+    assert_eq!(key(&c, "[2001:db8:1:2::1]:1", &[]), "2001:db8:1::/48");
+    assert_eq!(key(&c, "203.0.113.9:1", &[]), "203.0.113.0/24");
+    let whole = ClientIp::peer_only().with_ipv6_prefix(128).unwrap();
+    assert_eq!(key(&whole, "[2001:db8:1:2::1]:1", &[]), "2001:db8:1:2::1");
+    assert_eq!(
+        ClientIp::peer_only()
+            .with_ipv4_prefix(33)
+            .unwrap_err()
+            .field,
+        "ipv4_prefix"
+    );
+
+    let env = Env::from_fn(|k| match k {
+        "TRUSTED_PROXIES" => Some("10.0.0.0/8".into()),
+        "CLIENT_IPV6_PREFIX" => Some(" /56 ".into()),
+        "CLIENT_IPV4_PREFIX" => Some("24".into()),
+        _ => None,
+    });
+    let c = ClientIp::from_env_with(&env).unwrap();
+    assert_eq!(
+        key(&c, "10.0.0.2:443", &["2001:db8:1:2ff::1"]),
+        "2001:db8:1:200::/56"
+    );
+    assert_eq!(key(&c, "10.0.0.2:443", &["203.0.113.9"]), "203.0.113.0/24");
+    // A trusted peer with no header is the client, keyed like any other.
+    assert_eq!(key(&c, "10.0.0.2:443", &[]), "10.0.0.0/24");
+
+    let unset = ClientIp::from_env_with(&Env::from_fn(|_| None)).unwrap();
+    assert_eq!(unset, ClientIp::peer_only());
+    assert_eq!((unset.ipv6_prefix(), unset.ipv4_prefix()), (64, 32));
+}
+
+#[test]
+fn bad_prefix_lengths_name_the_variable() {
+    let err = |var: &'static str, value: &'static str| {
+        ClientIp::from_env_with(&Env::from_fn(move |k| (k == var).then(|| value.into())))
+            .unwrap_err()
+    };
+    let e = err("CLIENT_IPV6_PREFIX", "129");
+    assert_eq!(e.field, "CLIENT_IPV6_PREFIX");
+    assert!(
+        e.reason
+            .starts_with("'129' is not a prefix length; expected a number from 1 to 128"),
+        "{}",
+        e.reason
+    );
+    assert_eq!(err("CLIENT_IPV6_PREFIX", "0").field, "CLIENT_IPV6_PREFIX");
+    assert_eq!(
+        err("CLIENT_IPV6_PREFIX", "sixty-four").field,
+        "CLIENT_IPV6_PREFIX"
+    );
+    let e = err("CLIENT_IPV4_PREFIX", "33");
+    assert_eq!(e.field, "CLIENT_IPV4_PREFIX");
+    assert!(e.reason.contains("from 1 to 32"), "{}", e.reason);
+    assert_eq!(err("CLIENT_IPV4_PREFIX", "/x").field, "CLIENT_IPV4_PREFIX");
+}

@@ -193,6 +193,14 @@ impl palisade_dlq::Store for FrozenStore {
     ) -> Result<bool, palisade_dlq::StoreError> {
         unimplemented!("not used")
     }
+    async fn extend(
+        &self,
+        _: palisade_dlq::EntryId,
+        _: u64,
+        _: Duration,
+    ) -> Result<bool, palisade_dlq::StoreError> {
+        unimplemented!("not used")
+    }
     async fn fail(
         &self,
         _: palisade_dlq::EntryId,

@@ -57,17 +57,26 @@ fn the_permitted_path_does_not_allocate() {
         .service(tower::service_fn(|_req: Request<()>| {
             std::future::ready(Ok::<_, Infallible>(Response::new(())))
         }));
-    let mut request = Request::builder()
-        .header("x-forwarded-for", "203.0.113.9, 10.0.0.3")
-        .body(())
-        .unwrap();
-    request
-        .extensions_mut()
-        .insert(PeerAddr("10.0.0.2:443".parse::<SocketAddr>().unwrap()));
-    // Requests are built outside the counted stretch; the first call adds the key (one
-    // `String`) and warms thread-locals up.
-    let mut requests: Vec<_> = (0..1001).map(|_| request.clone()).collect();
-    ready_call(&mut stack, requests.pop().unwrap());
+    let request = |xff: &str| {
+        let mut request = Request::builder()
+            .header("x-forwarded-for", xff)
+            .body(())
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(PeerAddr("10.0.0.2:443".parse::<SocketAddr>().unwrap()));
+        request
+    };
+    let v4 = request("203.0.113.9, 10.0.0.3");
+    // An IPv6 client, keyed by its /64.
+    let v6 = request("2001:db8:1:2:3:4:5:6, 10.0.0.3");
+    // Requests are built outside the counted stretch; the first call of each client adds its
+    // key (one `String`) and warms thread-locals up.
+    let mut requests: Vec<_> = (0..1000)
+        .map(|i| if i % 2 == 0 { v4.clone() } else { v6.clone() })
+        .collect();
+    ready_call(&mut stack, v4);
+    ready_call(&mut stack, v6);
     let n = allocations_in(|| {
         for req in requests.drain(..) {
             let reply = ready_call(&mut stack, req);

@@ -41,6 +41,27 @@ pub struct DeadCall {
     pub idempotency_key: Option<String>,
 }
 
+/// Who made a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The client's IP address (kept in dead-letter entries).
+    pub address: String,
+    /// Its rate-limit key: the address, or for IPv6 its network (`CLIENT_IPV6_PREFIX`,
+    /// default /64), so a client cannot rotate addresses past its limit.
+    pub key: String,
+}
+
+impl Caller {
+    /// A caller whose key is its address.
+    pub fn new(address: impl Into<String>) -> Caller {
+        let address = address.into();
+        Caller {
+            key: address.clone(),
+            address,
+        }
+    }
+}
+
 /// One connector with its breaker, its partition's bulkhead and its backend.
 #[derive(Debug)]
 pub struct Connector {
@@ -367,7 +388,7 @@ impl Gateway {
     /// Handles one `tools/call` from `client`.
     pub async fn call(
         &self,
-        client: &str,
+        client: &Caller,
         name: &str,
         args: JsonObject,
     ) -> Result<CallToolResult, McpError> {
@@ -389,7 +410,7 @@ impl Gateway {
 
     async fn dispatch(
         &self,
-        client: &str,
+        client: &Caller,
         name: &str,
         args: JsonObject,
     ) -> Result<CallToolResult, McpError> {
@@ -407,7 +428,7 @@ impl Gateway {
             .connectors
             .get(connector_name)
             .ok_or_else(unknown)?;
-        if let Err(limited) = self.inner.limiter.check(client).await {
+        if let Err(limited) = self.inner.limiter.check(&client.key).await {
             return Ok(refusal_result(
                 name,
                 &Refusal::RateLimited {
@@ -451,7 +472,7 @@ impl Gateway {
                     connector: connector.name.clone(),
                     tool: tool.to_owned(),
                     arguments: args,
-                    client: client.to_owned(),
+                    client: client.address.clone(),
                     idempotency_key: key,
                 };
                 Ok(self
@@ -607,15 +628,22 @@ async fn store(
     }
 }
 
-/// The client's IP address, from the HTTP request rmcp hands to the handler: the peer address,
-/// or behind a trusted proxy (`TRUSTED_PROXIES`) the right-most untrusted `X-Forwarded-For` entry.
-fn client_of(client_ip: &ClientIp, context: &RequestContext<RoleServer>) -> String {
+/// The client, from the HTTP request rmcp hands to the handler: the peer address, or behind a
+/// trusted proxy (`TRUSTED_PROXIES`) the right-most untrusted `X-Forwarded-For` entry; keyed by
+/// its address, or its IPv6 network.
+fn client_of(client_ip: &ClientIp, context: &RequestContext<RoleServer>) -> Caller {
     let Some(parts) = context.extensions.get::<axum::http::request::Parts>() else {
-        return "unknown".to_owned();
+        return Caller::new("unknown");
     };
     match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
-        Some(ConnectInfo(peer)) => client_ip.resolve(peer.ip(), &parts.headers).to_string(),
-        None => "unknown".to_owned(),
+        Some(ConnectInfo(peer)) => {
+            let ip = client_ip.resolve(peer.ip(), &parts.headers);
+            Caller {
+                address: ip.to_string(),
+                key: client_ip.key_of(ip).to_string(),
+            }
+        }
+        None => Caller::new("unknown"),
     }
 }
 

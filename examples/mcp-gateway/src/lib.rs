@@ -31,4 +31,4 @@ pub mod sessions;
 
 pub use app::{DLQ, RATE_LIMITER, REDIS_COMPONENT, Running, StartError, StartOptions, start};
 pub use config::{DEMO_CONFIG, GatewayConfig};
-pub use gateway::{DeadCall, Gateway};
+pub use gateway::{Caller, DeadCall, Gateway};

@@ -20,6 +20,7 @@ usage: mcp-gateway [--config FILE]          serve (default: the embedded demo co
 environment: MCP_GATEWAY_CONFIG (a config file), REDIS_URL, RATE_LIMIT_BACKEND=memory|redis,
 PALISADE_ADMIN_TOKEN (generated and printed when unset), HEALTH_MONITOR_AUTO_RESTART,
 MCP_GATEWAY_DLQ_QUEUE, TRUSTED_PROXIES (proxies whose X-Forwarded-For names the client),
+CLIENT_IPV6_PREFIX / CLIENT_IPV4_PREFIX (how much of an address keys its rate limit: 64 / 32),
 LOG_LEVEL (error, warn, info, debug, trace)";
 
 fn env(key: &str) -> Option<String> {
@@ -180,6 +181,8 @@ async fn serve(config: GatewayConfig) -> Result<(), String> {
         );
     }
     shutdown_signal().await;
+    // New calls are refused from here on, before anyone is told.
+    running.gateway.drain();
     // stdout may be closed by now (a supervisor that stopped reading): never panic on it.
     let _ = writeln!(std::io::stdout(), "mcp-gateway: shutting down");
     running.shutdown().await;

@@ -661,6 +661,25 @@ async fn behind_a_trusted_proxy_each_client_has_its_own_limit() {
         [None, None, limited.clone(), None],
         "one bucket per client"
     );
+    // IPv6 clients are keyed by their /64: rotating addresses within it gains nothing, while
+    // another /64 is another client.
+    let mut out = Vec::new();
+    for address in [
+        "2001:db8:1:2::1",
+        "2001:db8:1:2::2",
+        "2001:db8:1:2:ffff::3",
+        "2001:db8:1:3::1",
+    ] {
+        let client = trusting.client_via_proxy(address).await;
+        out.push(error_code(
+            &call(&client, "weather.forecast", json!({})).await,
+        ));
+    }
+    assert_eq!(
+        out,
+        [None, None, limited.clone(), None],
+        "one bucket per /64"
+    );
     trusting.stop().await;
 
     // Without TRUSTED_PROXIES the header is not believed: everyone is the proxy's address.
@@ -890,7 +909,7 @@ async fn on_sigterm_a_call_in_flight_finishes_and_new_calls_are_refused() {
     // Every answer of this upstream takes 3 s.
     let upstream = Upstream::start(&["--latency-ms", "3000"]).await;
     let config = format!("{SERVER}{}", http_connector("slow", &upstream.url, ""));
-    let gw = Gateway::start(&config, &[]).await;
+    let mut gw = Gateway::start(&config, &[]).await;
     let client = std::sync::Arc::new(gw.client().await);
     let in_flight = {
         let client = client.clone();
@@ -902,13 +921,24 @@ async fn on_sigterm_a_call_in_flight_finishes_and_new_calls_are_refused() {
     .await;
 
     signal(gw.proc.pid(), "-TERM");
-    // New calls are refused as soon as the signal is handled (one accepted before that would
-    // simply finish too).
-    eventually("a new call is refused", Duration::from_secs(10), || async {
-        let r = call(&*client, "slow.forecast", json!({"city": "Oslo"})).await;
-        error_code(&r).as_deref() == Some("shutting_down")
-    })
-    .await;
+    // The gateway says so, then refuses new calls while the first one runs on.
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        gw.proc.line_containing("shutting down"),
+    )
+    .await
+    .expect("the gateway announces its shutdown");
+    let refused = call(&*client, "slow.forecast", json!({"city": "Oslo"})).await;
+    assert_eq!(
+        error_code(&refused).as_deref(),
+        Some("shutting_down"),
+        "{refused:?}"
+    );
+    assert!(
+        text(&refused).contains("shutting down"),
+        "{}",
+        text(&refused)
+    );
     let finished = in_flight.await.unwrap();
     assert_eq!(error_code(&finished), None, "{finished:?}");
     assert_eq!(facts(&finished)["arguments"]["city"], "Rome");

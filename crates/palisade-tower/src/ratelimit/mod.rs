@@ -17,7 +17,10 @@ use palisade_ratelimit::{
 use pin_project::pin_project;
 use tower::{BoxError, Layer, Service};
 
-pub use key::{ClientIp, GlobalKey, IpKey, KeyExtractor, MissingKey, PeerAddr};
+pub use key::{
+    CLIENT_IPV4_PREFIX, CLIENT_IPV6_PREFIX, ClientIp, DEFAULT_IPV4_PREFIX, DEFAULT_IPV6_PREFIX,
+    GlobalKey, IpKey, KeyExtractor, MissingKey, PeerAddr,
+};
 pub use proxies::{TRUSTED_PROXIES, TrustedProxies};
 
 // ---------------------------------------------------------------------------------------------
@@ -240,8 +243,8 @@ impl<B> HeaderPolicy<http::Response<B>> for RateLimitHeaders {
 /// [`RateLimited`] (boxed into a [`BoxError`], downcastable; a 429 through
 /// `handle_error` with feature `axum`) without reaching the inner service.
 ///
-/// The key comes from a [`KeyExtractor`]: [`ClientIp`] (spoof-proof behind trusted proxies),
-/// [`GlobalKey`], or a closure. The limiter is any [`RateLimitBackend`]: [`Limiter`] (memory or
+/// The key comes from a [`KeyExtractor`]: [`ClientIp`] (spoof-proof behind trusted proxies;
+/// an IPv6 client keyed by its /64 unless configured otherwise), [`GlobalKey`], or a closure. The limiter is any [`RateLimitBackend`]: [`Limiter`] (memory or
 /// Redis, as operators configured), [`KeyedRateLimiter<String>`], or [`RateLimiter`] for one
 /// bucket. With [`with_headers`](Self::with_headers), admitted HTTP responses carry the
 /// `RateLimit-*` headers.

@@ -14,17 +14,7 @@ const DEADLINE: Duration = Duration::from_secs(10);
 /// Set in the environment of `supervising_parent`: the file its child writes its pids to.
 const PARENT_PIDFILE: &str = "PALISADE_TREE_PIDFILE";
 
-/// Whether `pid` runs (exists and is not a zombie waiting to be reaped).
-fn running(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name in parentheses.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
-}
+use palisade_testkit::running;
 
 fn pidfile(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!("palisade-tree-{tag}-{}", std::process::id()))

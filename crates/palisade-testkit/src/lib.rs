@@ -26,6 +26,19 @@ pub async fn connect(url: &str) -> redis::RedisResult<redis::aio::MultiplexedCon
         .await
 }
 
+/// Whether process `pid` runs (exists and is not a zombie waiting to be reaped): how tests
+/// check that a child, or a grandchild, is gone.
+pub fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
 /// A name no other test run uses, so tests on the shared Redis never see each other's keys.
 pub fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()

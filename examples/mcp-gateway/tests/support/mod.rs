@@ -104,17 +104,7 @@ pub fn signal(pid: u32, sig: &str) {
     assert!(status.success(), "kill {sig} {pid} failed");
 }
 
-/// Whether `pid` runs (exists and is not a zombie waiting to be reaped).
-pub fn running(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name in parentheses.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
-}
+pub use palisade_testkit::running;
 
 /// A flaky-upstream HTTP server started by the test, so the test can steer it.
 pub struct Upstream {
@@ -148,26 +138,27 @@ impl Upstream {
         response.json().await.unwrap()
     }
 
-    /// The calls that carried an `Idempotency-Key`, oldest first: `{tool, key, ok}`.
-    pub async fn keyed_calls(&self) -> Vec<Value> {
-        let report: Value = reqwest::get(format!("{}/control", self.url))
+    /// `GET /control`: its behaviour, call counts and keyed calls.
+    async fn report(&self) -> Value {
+        reqwest::get(format!("{}/control", self.url))
             .await
             .unwrap()
             .json()
             .await
-            .unwrap();
-        report["idempotency_keys"].as_array().unwrap().clone()
+            .unwrap()
+    }
+
+    /// The calls that carried an `Idempotency-Key`, oldest first: `{tool, key, ok}`.
+    pub async fn keyed_calls(&self) -> Vec<Value> {
+        self.report().await["idempotency_keys"]
+            .as_array()
+            .unwrap()
+            .clone()
     }
 
     /// How many calls it answered successfully.
     pub async fn calls_ok(&self) -> u64 {
-        let report: Value = reqwest::get(format!("{}/control", self.url))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        report["calls"]["ok"].as_u64().unwrap()
+        self.report().await["calls"]["ok"].as_u64().unwrap()
     }
 }
 

@@ -9,8 +9,15 @@ use axum::http::{HeaderMap, StatusCode, header};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// The environment variable the admin token is read from by default.
+/// The environment variable the admin (operator) token is read from by default.
 pub const TOKEN_ENV: &str = "PALISADE_ADMIN_TOKEN";
+
+/// The environment variable the viewer token (reads only) is read from by default.
+pub const VIEWER_TOKEN_ENV: &str = "PALISADE_VIEWER_TOKEN";
+
+/// Suffix of the variables naming a file that holds a token (`PALISADE_ADMIN_TOKEN_FILE`):
+/// read when the variable itself is unset, so the secret need not sit in the environment.
+pub const FILE_SUFFIX: &str = "_FILE";
 
 /// The header a caller may name itself with, for the audit trail.
 pub const ACTOR_HEADER: &str = "x-palisade-actor";
@@ -38,8 +45,13 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-/// Checks `Authorization: Bearer <token>` against the configured token.
-pub(crate) fn authorize(expected: Option<&str>, headers: &HeaderMap) -> Result<(), ApiError> {
+/// Checks `Authorization: Bearer <token>` against the operator token; a viewer token gets 403
+/// (it may read, not change anything).
+pub(crate) fn authorize(
+    expected: Option<&str>,
+    viewer: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
     let Some(expected) = expected else {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -70,13 +82,42 @@ pub(crate) fn authorize(expected: Option<&str>, headers: &HeaderMap) -> Result<(
             CHALLENGE,
         ));
     };
-    if !constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
-        return Err(ApiError::unauthorized(
-            "the bearer token is not valid",
-            CHALLENGE_INVALID,
+    if constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+        return Ok(());
+    }
+    if viewer.is_some_and(|v| constant_time_eq(presented.as_bytes(), v.as_bytes())) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this is a viewer token: it can read, but commands need the operator token              (PALISADE_ADMIN_TOKEN)",
         ));
     }
-    Ok(())
+    Err(ApiError::unauthorized(
+        "the bearer token is not valid",
+        CHALLENGE_INVALID,
+    ))
+}
+
+/// Checks a reader's token: the operator's or the viewer's.
+fn authorize_read(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    match (state.token(), state.viewer_token()) {
+        (None, None) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "reads_disabled",
+            format!(
+                "reads need a token but none is configured; set {TOKEN_ENV} or                  {VIEWER_TOKEN_ENV} and send `Authorization: Bearer <token>`"
+            ),
+        )),
+        (operator, viewer) => {
+            // A viewer token is as good as the operator's for reading.
+            if let Some(v) = viewer
+                && authorize(Some(v), None, headers).is_ok()
+            {
+                return Ok(());
+            }
+            authorize(operator.or(viewer), None, headers)
+        }
+    }
 }
 
 /// The caller's self-declared name from `X-Palisade-Actor`: printable ASCII only (anything
@@ -123,7 +164,7 @@ impl FromRequestParts<AppState> for Operator {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0);
-        if let Err(e) = authorize(state.token(), &parts.headers) {
+        if let Err(e) = authorize(state.token(), state.viewer_token(), &parts.headers) {
             tracing::warn!(
                 target: "palisade::admin",
                 method = %parts.method, path = %parts.uri.path(),
@@ -147,7 +188,7 @@ impl FromRequestParts<AppState> for Reader {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         if state.protect_reads() {
-            authorize(state.token(), &parts.headers)?;
+            authorize_read(state, &parts.headers)?;
         }
         Ok(Reader)
     }
@@ -177,19 +218,19 @@ mod tests {
             header::AUTHORIZATION,
             HeaderValue::from_static("bearer  s3cret "),
         );
-        assert!(authorize(Some("s3cret"), &h).is_ok());
+        assert!(authorize(Some("s3cret"), None, &h).is_ok());
         h.insert(
             header::AUTHORIZATION,
             HeaderValue::from_static("Basic s3cret"),
         );
         assert_eq!(
-            authorize(Some("s3cret"), &h).map_err(|e| e.status()),
+            authorize(Some("s3cret"), None, &h).map_err(|e| e.status()),
             Err(StatusCode::UNAUTHORIZED)
         );
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer"));
-        assert!(authorize(Some("s3cret"), &h).is_err());
+        assert!(authorize(Some("s3cret"), None, &h).is_err());
         assert_eq!(
-            authorize(None, &h).map_err(|e| e.status()),
+            authorize(None, None, &h).map_err(|e| e.status()),
             Err(StatusCode::FORBIDDEN)
         );
     }

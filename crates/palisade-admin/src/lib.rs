@@ -126,16 +126,20 @@ mod components;
 mod error;
 mod events;
 mod health;
+mod host;
 mod listener;
 mod prometheus;
 mod router;
 mod serve;
 mod state;
 
-pub use auth::{ACTOR_HEADER, DEFAULT_ACTOR, MAX_ACTOR_LEN, TOKEN_ENV};
+pub use auth::{
+    ACTOR_HEADER, DEFAULT_ACTOR, FILE_SUFFIX, MAX_ACTOR_LEN, TOKEN_ENV, VIEWER_TOKEN_ENV,
+};
 pub use components::{KIND_PATHS, kind_path};
 pub use events::DEFAULT_EVENTS_LIMIT;
 pub use health::HEALTH_JSON;
+pub use host::DEFAULT_ALLOWED_HOSTS;
 pub use listener::{NoDelayListener, bind_nodelay, nodelay};
 pub use prometheus::PROMETHEUS_TEXT;
 pub use router::{AdminRouter, AdminRouterBuilder, DEFAULT_BODY_LIMIT, DEFAULT_KEEP_ALIVE};

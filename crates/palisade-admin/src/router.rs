@@ -14,9 +14,10 @@ use metrics_exporter_prometheus::{PrometheusHandle, PrometheusRecorder};
 use palisade_core::{Env, Registry};
 use tokio::sync::watch;
 
-use crate::auth::TOKEN_ENV;
+use crate::auth::{FILE_SUFFIX, TOKEN_ENV, VIEWER_TOKEN_ENV};
 use crate::components::{self, KIND_PATHS};
 use crate::error::ApiError;
+use crate::host::{DEFAULT_ALLOWED_HOSTS, HostPolicy, check_host};
 use crate::serve::{AdminServer, ServeError};
 use crate::state::{AppState, MetricsSource, Shared};
 use crate::{events, health, prometheus};
@@ -52,6 +53,13 @@ impl AdminRouter {
             #[cfg(feature = "health")]
             health: None,
             token: TokenSource::ProcessEnv,
+            viewer: TokenSource::ProcessEnv,
+            hosts: HostPolicy::Only(
+                DEFAULT_ALLOWED_HOSTS
+                    .iter()
+                    .map(|h| (*h).to_owned())
+                    .collect(),
+            ),
             protect_reads: false,
             metrics: MetricsSource::None,
             body_limit: DEFAULT_BODY_LIMIT,
@@ -62,7 +70,8 @@ impl AdminRouter {
 }
 
 enum TokenSource {
-    /// Read [`TOKEN_ENV`] from the process environment when building.
+    /// Read the variable (or the file its `_FILE` variable names) from the process
+    /// environment when building.
     ProcessEnv,
     /// Given (or read from an [`Env`]) already; `None` disables mutations.
     Fixed(Option<String>),
@@ -75,6 +84,8 @@ pub struct AdminRouterBuilder {
     #[cfg(feature = "health")]
     health: Option<palisade_health::HealthMonitor>,
     token: TokenSource,
+    viewer: TokenSource,
+    hosts: HostPolicy,
     protect_reads: bool,
     metrics: MetricsSource,
     body_limit: usize,
@@ -99,7 +110,8 @@ impl fmt::Debug for AdminRouterBuilder {
         d.field("registry", &self.registry).field("token", &token);
         #[cfg(feature = "health")]
         d.field("health", &self.health.is_some());
-        d.field("protect_reads", &self.protect_reads)
+        d.field("hosts", &self.hosts)
+            .field("protect_reads", &self.protect_reads)
             .field("metrics", &metrics)
             .field("body_limit", &self.body_limit)
             .field("keep_alive", &self.keep_alive)
@@ -111,6 +123,23 @@ impl fmt::Debug for AdminRouterBuilder {
 fn clean_token(token: Option<String>) -> Option<String> {
     let token = token?.trim().to_owned();
     (!token.is_empty()).then_some(token)
+}
+
+/// `var` from `env`, or else the contents of the file `var_FILE` names. A file that cannot be
+/// read is logged (naming the variable and path, never the contents) and counts as no token.
+fn token_from<F: Fn(&str) -> Option<String>>(env: &Env<F>, var: &str) -> Option<String> {
+    if let Some(token) = clean_token(env.get(var)) {
+        return Some(token);
+    }
+    let file_var = format!("{var}{FILE_SUFFIX}");
+    let path = clean_token(env.get(&file_var))?;
+    match std::fs::read_to_string(&path) {
+        Ok(text) => clean_token(Some(text)),
+        Err(e) => {
+            tracing::error!(target: "palisade::admin", variable = %file_var, path = %path, error = %e, "cannot read the token file; no token from it");
+            None
+        }
+    }
 }
 
 impl AdminRouterBuilder {
@@ -131,9 +160,51 @@ impl AdminRouterBuilder {
         self
     }
 
-    /// Reads the token from `PALISADE_ADMIN_TOKEN` in `env` (tests pass an [`Env::from_fn`]).
+    /// Reads the tokens from `env` (tests pass an [`Env::from_fn`]): the operator's from
+    /// `PALISADE_ADMIN_TOKEN` or the file `PALISADE_ADMIN_TOKEN_FILE` names, the viewer's
+    /// from `PALISADE_VIEWER_TOKEN` or `PALISADE_VIEWER_TOKEN_FILE`.
     pub fn token_from_env<F: Fn(&str) -> Option<String>>(mut self, env: &Env<F>) -> Self {
-        self.token = TokenSource::Fixed(clean_token(env.get(TOKEN_ENV)));
+        self.token = TokenSource::Fixed(token_from(env, TOKEN_ENV));
+        self.viewer = TokenSource::Fixed(token_from(env, VIEWER_TOKEN_ENV));
+        self
+    }
+
+    /// A token for reads only (the *viewer* role): with it, every `GET` answers when reads
+    /// need a token, and every command is refused with 403. Default: `PALISADE_VIEWER_TOKEN`
+    /// (or the file `PALISADE_VIEWER_TOKEN_FILE` names) when [`build`](Self::build) runs.
+    pub fn viewer_token(mut self, token: impl Into<String>) -> Self {
+        self.viewer = TokenSource::Fixed(clean_token(Some(token.into())));
+        self
+    }
+
+    /// The names the admin API answers to in `Host` (and, from browsers, `Origin`); any
+    /// other is refused with 403 `host_not_allowed`, so a web page cannot reach it through
+    /// DNS rebinding. Default: `localhost`, `127.0.0.1`, `::1`, and the address
+    /// [`serve`](Self::serve) listens on. Names are matched without port, case-insensitively.
+    ///
+    /// ```
+    /// # let registry = palisade_core::Registry::new();
+    /// let app = palisade_admin::AdminRouter::builder(&registry)
+    ///     .allowed_hosts(["localhost", "admin.internal.example"])
+    ///     .build();
+    /// # let _ = app;
+    /// ```
+    pub fn allowed_hosts<I, S>(mut self, hosts: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut policy = HostPolicy::Only(Vec::new());
+        for h in hosts {
+            policy.add(h.as_ref());
+        }
+        self.hosts = policy;
+        self
+    }
+
+    /// Answers whatever the `Host` (when the application in front checks it).
+    pub fn allow_any_host(mut self) -> Self {
+        self.hosts = HostPolicy::Any;
         self
     }
 
@@ -189,9 +260,13 @@ impl AdminRouterBuilder {
         self
     }
 
-    fn state(self) -> (AppState, usize, bool) {
+    fn state(self) -> (AppState, usize, bool, HostPolicy) {
         let token = match self.token {
-            TokenSource::ProcessEnv => clean_token(Env::process().get(TOKEN_ENV)),
+            TokenSource::ProcessEnv => token_from(&Env::process(), TOKEN_ENV),
+            TokenSource::Fixed(t) => t,
+        };
+        let viewer = match self.viewer {
+            TokenSource::ProcessEnv => token_from(&Env::process(), VIEWER_TOKEN_ENV),
             TokenSource::Fixed(t) => t,
         };
         match &token {
@@ -212,20 +287,21 @@ impl AdminRouterBuilder {
                 #[cfg(feature = "health")]
                 health: self.health,
                 token,
+                viewer,
                 protect_reads: self.protect_reads,
                 metrics: self.metrics,
                 keep_alive: self.keep_alive,
                 shutdown: Arc::new(shutdown),
             }),
         };
-        (state, self.body_limit, self.allow_non_loopback)
+        (state, self.body_limit, self.allow_non_loopback, self.hosts)
     }
 
     /// The router. Nest or merge it into an application's router, or serve it alone with
     /// [`serve`](Self::serve).
     pub fn build(self) -> Router {
-        let (state, body_limit, _) = self.state();
-        routes(state, body_limit)
+        let (state, body_limit, _, hosts) = self.state();
+        routes(state, body_limit, hosts)
     }
 
     /// Serves the router on its own listener at `addr` (port 0 picks a free port; see
@@ -233,12 +309,15 @@ impl AdminRouterBuilder {
     /// [`allow_non_loopback`](Self::allow_non_loopback) was set. Must run inside a tokio
     /// runtime. The audit trail gets each caller's address.
     pub async fn serve(self, addr: SocketAddr) -> Result<AdminServer, ServeError> {
-        let (state, body_limit, allow_non_loopback) = self.state();
+        let (state, body_limit, allow_non_loopback, mut hosts) = self.state();
         if !allow_non_loopback && !addr.ip().to_canonical().is_loopback() {
             return Err(ServeError::NotLoopback { addr });
         }
+        if !addr.ip().is_unspecified() {
+            hosts.add(&addr.ip().to_string());
+        }
         let shutdown = state.inner.shutdown.clone();
-        let router = routes(state, body_limit);
+        let router = routes(state, body_limit, hosts);
         AdminServer::start(router, addr, shutdown).await
     }
 }
@@ -246,7 +325,7 @@ impl AdminRouterBuilder {
 /// Paths that stay open when [`AdminRouterBuilder::require_token_for_reads`] is on.
 pub(crate) const OPEN_PATHS: [&str; 4] = ["/livez", "/readyz", "/health", "/admin/dashboard"];
 
-fn routes(state: AppState, body_limit: usize) -> Router {
+fn routes(state: AppState, body_limit: usize, hosts: HostPolicy) -> Router {
     let mut router = Router::new()
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
@@ -270,6 +349,10 @@ fn routes(state: AppState, body_limit: usize) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(hosts),
+            check_host,
+        ))
         .with_state(state)
 }
 

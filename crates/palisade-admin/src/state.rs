@@ -24,6 +24,8 @@ pub(crate) struct Shared {
     #[cfg(feature = "health")]
     pub health: Option<palisade_health::HealthMonitor>,
     pub token: Option<String>,
+    /// The viewer token: reads only.
+    pub viewer: Option<String>,
     pub protect_reads: bool,
     pub metrics: MetricsSource,
     pub keep_alive: Duration,
@@ -44,6 +46,10 @@ impl AppState {
 
     pub(crate) fn token(&self) -> Option<&str> {
         self.inner.token.as_deref()
+    }
+
+    pub(crate) fn viewer_token(&self) -> Option<&str> {
+        self.inner.viewer.as_deref()
     }
 
     pub(crate) fn protect_reads(&self) -> bool {

@@ -184,3 +184,149 @@ async fn reads_can_require_the_token_but_probes_stay_open() {
         .unwrap();
     assert_eq!(send(&app, request).await.status, 200);
 }
+
+fn get_with(path: &str, headers: &[(&str, &str)]) -> axum::http::Request<axum::body::Body> {
+    let mut b = axum::http::Request::get(path);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(axum::body::Body::empty()).unwrap()
+}
+
+const VIEWER: &str = "viewer-token-0123456789abcdef";
+
+#[tokio::test]
+async fn a_viewer_token_reads_but_cannot_send_a_command() {
+    let f = fixture().await;
+    let app = AdminRouter::builder(&f.registry)
+        .health(&f.monitor)
+        .token(TOKEN)
+        .viewer_token(VIEWER)
+        .require_token_for_reads(true)
+        .build();
+    let viewer = format!("Bearer {VIEWER}");
+    let read = send(
+        &app,
+        get_with(
+            "/admin/circuit-breakers/slack",
+            &[("authorization", &viewer)],
+        ),
+    )
+    .await;
+    assert_eq!(read.status, 200, "{}", read.text);
+    send(&app, get("/admin/circuit-breakers/slack"))
+        .await
+        .assert_error(401, "unauthorized");
+    for (path, body) in mutations() {
+        let r = send(&app, post_as(path, Some(&viewer), body.to_string())).await;
+        r.assert_error(403, "forbidden");
+        assert!(r.text.contains("viewer token"), "{path}: {}", r.text);
+    }
+    assert_eq!(f.breaker.state(), State::Closed);
+    assert!(f.audits().is_empty());
+    // The operator token still does both.
+    let r = send(
+        &app,
+        post(
+            "/admin/circuit-breakers/slack",
+            r#"{"action":"force_open"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+#[tokio::test]
+async fn tokens_can_come_from_files_named_in_the_environment() {
+    let f = fixture().await;
+    let dir = std::env::temp_dir().join(format!("admin-token-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (op, view) = (dir.join("operator"), dir.join("viewer"));
+    std::fs::write(&op, format!("{TOKEN}\n")).unwrap();
+    std::fs::write(&view, VIEWER).unwrap();
+    let (op_path, view_path) = (op.display().to_string(), view.display().to_string());
+    let env = Env::from_fn(move |k| match k {
+        "PALISADE_ADMIN_TOKEN_FILE" => Some(op_path.clone()),
+        "PALISADE_VIEWER_TOKEN_FILE" => Some(view_path.clone()),
+        _ => None,
+    });
+    let app = AdminRouter::builder(&f.registry)
+        .health(&f.monitor)
+        .token_from_env(&env)
+        .require_token_for_reads(true)
+        .build();
+    let r = send(
+        &app,
+        post(
+            "/admin/circuit-breakers/slack",
+            r#"{"action":"force_open"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "the file's token, trimmed: {}", r.text);
+    let viewer = format!("Bearer {VIEWER}");
+    let read = send(
+        &app,
+        get_with("/admin/resilience", &[("authorization", &viewer)]),
+    )
+    .await;
+    assert_eq!(read.status, 200, "{}", read.text);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_foreign_host_or_origin_is_refused() {
+    let f = fixture().await;
+    let app = f.app();
+    for (header, value) in [
+        ("host", "evil.example"),
+        ("host", "evil.example:9090"),
+        ("origin", "http://evil.example"),
+        ("origin", "null"),
+    ] {
+        let r = send(&app, get_with("/admin/resilience", &[(header, value)])).await;
+        r.assert_error(403, "host_not_allowed");
+        assert!(r.text.contains("allowed_hosts"), "{}", r.text);
+        // Commands too, even with the token.
+        let auth = format!("Bearer {TOKEN}");
+        let mut request = post_as(
+            "/admin/circuit-breakers/slack",
+            Some(&auth),
+            r#"{"action":"force_open"}"#,
+        );
+        request.headers_mut().insert(header, value.parse().unwrap());
+        send(&app, request)
+            .await
+            .assert_error(403, "host_not_allowed");
+    }
+    assert_eq!(f.breaker.state(), State::Closed);
+    for (header, value) in [
+        ("host", "127.0.0.1:9090"),
+        ("host", "localhost"),
+        ("host", "[::1]:9090"),
+        ("origin", "http://127.0.0.1:9090"),
+    ] {
+        let r = send(&app, get_with("/admin/resilience", &[(header, value)])).await;
+        assert_eq!(r.status, 200, "{header}: {value}: {}", r.text);
+    }
+    // An explicit list replaces the defaults; allow_any_host turns the check off.
+    let listed = AdminRouter::builder(&f.registry)
+        .token(TOKEN)
+        .allowed_hosts(["admin.internal.example"])
+        .build();
+    let ok = send(
+        &listed,
+        get_with("/admin", &[("host", "Admin.Internal.Example:443")]),
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    send(&listed, get_with("/admin", &[("host", "localhost")]))
+        .await
+        .assert_error(403, "host_not_allowed");
+    let any = AdminRouter::builder(&f.registry)
+        .token(TOKEN)
+        .allow_any_host()
+        .build();
+    let r = send(&any, get_with("/admin", &[("host", "evil.example")])).await;
+    assert_eq!(r.status, 200);
+}

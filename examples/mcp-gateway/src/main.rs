@@ -18,7 +18,8 @@ usage: mcp-gateway [--config FILE]          serve (default: the embedded demo co
        mcp-gateway flaky-upstream [FLAGS]   run the demo upstream (see flaky-upstream --help)
 
 environment: MCP_GATEWAY_CONFIG (a config file), REDIS_URL, RATE_LIMIT_BACKEND=memory|redis,
-PALISADE_ADMIN_TOKEN (generated and printed when unset), HEALTH_MONITOR_AUTO_RESTART,
+PALISADE_ADMIN_TOKEN or PALISADE_ADMIN_TOKEN_FILE (operator; generated and printed when unset),
+PALISADE_VIEWER_TOKEN or PALISADE_VIEWER_TOKEN_FILE (admin reads only), HEALTH_MONITOR_AUTO_RESTART,
 MCP_GATEWAY_DLQ_QUEUE, TRUSTED_PROXIES (proxies whose X-Forwarded-For names the client),
 CLIENT_IPV6_PREFIX / CLIENT_IPV4_PREFIX (how much of an address keys its rate limit: 64 / 32),
 LOG_LEVEL (error, warn, info, debug, trace)";
@@ -141,9 +142,21 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: GatewayConfig) -> Result<(), String> {
-    let (admin_token, generated) = match env("PALISADE_ADMIN_TOKEN") {
-        Some(t) => (t, false),
-        None => (generate_token()?, true),
+    let (admin_token, generated) = match (
+        env("PALISADE_ADMIN_TOKEN"),
+        env("PALISADE_ADMIN_TOKEN_FILE"),
+    ) {
+        (Some(t), _) => (t, false),
+        (None, Some(path)) => {
+            let token = std::fs::read_to_string(&path)
+                .map_err(|e| format!("PALISADE_ADMIN_TOKEN_FILE: cannot read {path}: {e}"))?;
+            let token = token.trim().to_owned();
+            if token.is_empty() {
+                return Err(format!("PALISADE_ADMIN_TOKEN_FILE: {path} is empty"));
+            }
+            (token, false)
+        }
+        (None, None) => (generate_token()?, true),
     };
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()

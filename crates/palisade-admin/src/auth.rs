@@ -89,7 +89,7 @@ pub(crate) fn authorize(
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            "this is a viewer token: it can read, but commands need the operator token              (PALISADE_ADMIN_TOKEN)",
+            "this is a viewer token: it can read, but commands need the operator token (PALISADE_ADMIN_TOKEN)",
         ));
     }
     Err(ApiError::unauthorized(
@@ -105,7 +105,7 @@ fn authorize_read(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError>
             StatusCode::FORBIDDEN,
             "reads_disabled",
             format!(
-                "reads need a token but none is configured; set {TOKEN_ENV} or                  {VIEWER_TOKEN_ENV} and send `Authorization: Bearer <token>`"
+                "reads need a token but none is configured; set {TOKEN_ENV} or {VIEWER_TOKEN_ENV} and send `Authorization: Bearer <token>`"
             ),
         )),
         (operator, viewer) => {
@@ -179,7 +179,23 @@ impl FromRequestParts<AppState> for Operator {
     }
 }
 
-/// A caller allowed to read: anyone, unless the router requires the token for reads too.
+/// A Prometheus scraper: like [`Reader`], unless `/metrics` was opened to any scraper.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Scraper;
+
+impl FromRequestParts<AppState> for Scraper {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if state.protect_reads() && state.inner.metrics_need_token {
+            authorize_read(state, &parts.headers)?;
+        }
+        Ok(Scraper)
+    }
+}
+
+/// A caller allowed to read: anyone holding a token (operator or viewer), or anyone at all
+/// when the router does not require a token for reads.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Reader;
 

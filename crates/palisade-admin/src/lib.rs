@@ -48,7 +48,7 @@
 //! assert!(server.local_addr().ip().is_loopback()); // http://127.0.0.1:<port>/admin
 //! server.shutdown().await?;
 //!
-//! // 0.0.0.0 is refused: the reads are unauthenticated.
+//! // 0.0.0.0 is refused unless allowed: keep the admin API off the network.
 //! let refused = palisade_admin::AdminRouter::builder(&registry)
 //!     .serve("0.0.0.0:0".parse()?)
 //!     .await;
@@ -102,11 +102,18 @@
 //! - **Mutations** (every `POST`) need `Authorization: Bearer <token>`; the token comes from
 //!   [`AdminRouterBuilder::token`] or, by default, `PALISADE_ADMIN_TOKEN`, and is compared in
 //!   constant time. With no token configured, mutations are refused (403).
-//! - **Reads are open** by default: snapshots, events and dead-letter entries (with their
-//!   payloads) are readable by anyone who reaches the router. Keep it on loopback
-//!   ([`AdminRouterBuilder::serve`] refuses other addresses unless allowed) or behind an
-//!   authenticating proxy, or call [`AdminRouterBuilder::require_token_for_reads`]. The
-//!   probes and the dashboard page stay open.
+//! - **Reads need a token** by default, the operator's or a viewer's
+//!   ([`AdminRouterBuilder::viewer_token`], `PALISADE_VIEWER_TOKEN`: reads only, every command
+//!   refused with 403); `GET /metrics` too unless [`AdminRouterBuilder::metrics_need_token`]
+//!   is off. The probes (`/livez`, `/readyz`, `/health`) and the dashboard page never need
+//!   one (the page asks for it, or takes it from `#token=` in its URL). Tokens may come from a
+//!   file (`PALISADE_ADMIN_TOKEN_FILE`, `PALISADE_VIEWER_TOKEN_FILE`).
+//! - **Host and Origin** are checked: only the names in
+//!   [`AdminRouterBuilder::allowed_hosts`] (default the loopback names and the served address)
+//!   are answered, so a web page cannot reach the API through DNS rebinding (403
+//!   `host_not_allowed`).
+//! - Keep it on loopback ([`AdminRouterBuilder::serve`] refuses other addresses unless
+//!   allowed) or behind an authenticating proxy.
 //! - Bodies are limited (413 above 64 KiB by default).
 //!
 //! ## Audit trail

@@ -4,14 +4,14 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::auth::Reader;
+use crate::auth::Scraper;
 use crate::error::ApiError;
 use crate::state::{AppState, MetricsSource};
 
 /// The content type of the Prometheus text exposition format.
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-pub(crate) async fn metrics(_: Reader, State(s): State<AppState>) -> Result<Response, ApiError> {
+pub(crate) async fn metrics(_: Scraper, State(s): State<AppState>) -> Result<Response, ApiError> {
     let text = match &s.inner.metrics {
         MetricsSource::None => {
             return Err(ApiError::new(

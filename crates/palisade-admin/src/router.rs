@@ -60,7 +60,8 @@ impl AdminRouter {
                     .map(|h| (*h).to_owned())
                     .collect(),
             ),
-            protect_reads: false,
+            protect_reads: true,
+            metrics_need_token: true,
             metrics: MetricsSource::None,
             body_limit: DEFAULT_BODY_LIMIT,
             keep_alive: DEFAULT_KEEP_ALIVE,
@@ -87,6 +88,7 @@ pub struct AdminRouterBuilder {
     viewer: TokenSource,
     hosts: HostPolicy,
     protect_reads: bool,
+    metrics_need_token: bool,
     metrics: MetricsSource,
     body_limit: usize,
     keep_alive: Duration,
@@ -214,11 +216,20 @@ impl AdminRouterBuilder {
         self
     }
 
-    /// Requires the token for reads too (`GET /admin/...` and `/metrics`). The probes
-    /// (`/livez`, `/readyz`, `/health`) and the dashboard page stay open. Default: off, so
-    /// keep the router on loopback or behind an authenticating proxy.
+    /// Whether reads (`GET /admin/...`) need a token, the operator's or the viewer's. The
+    /// probes (`/livez`, `/readyz`, `/health`) and the dashboard page (which asks for the
+    /// token) never do. Default: on: snapshots, events and dead-letter entries tell a lot.
+    /// Turn it off only behind an authenticating proxy.
     pub fn require_token_for_reads(mut self, required: bool) -> Self {
         self.protect_reads = required;
+        self
+    }
+
+    /// Whether `GET /metrics` needs a token when reads do (default: yes; Prometheus sends one
+    /// with `authorization: {credentials: …}`). Off serves it to any scraper that can reach
+    /// the listener.
+    pub fn metrics_need_token(mut self, required: bool) -> Self {
+        self.metrics_need_token = required;
         self
     }
 
@@ -252,9 +263,9 @@ impl AdminRouterBuilder {
         self
     }
 
-    /// Lets [`serve`](Self::serve) bind an address other than loopback. Only do this behind
-    /// an authenticating proxy or with [`require_token_for_reads`](Self::require_token_for_reads):
-    /// reads are open by default.
+    /// Lets [`serve`](Self::serve) bind an address other than loopback. Name the host clients
+    /// use in [`allowed_hosts`](Self::allowed_hosts), and terminate TLS in front: tokens are
+    /// bearer secrets.
     pub fn allow_non_loopback(mut self, allow: bool) -> Self {
         self.allow_non_loopback = allow;
         self
@@ -289,6 +300,7 @@ impl AdminRouterBuilder {
                 token,
                 viewer,
                 protect_reads: self.protect_reads,
+                metrics_need_token: self.metrics_need_token,
                 metrics: self.metrics,
                 keep_alive: self.keep_alive,
                 shutdown: Arc::new(shutdown),

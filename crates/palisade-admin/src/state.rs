@@ -27,6 +27,8 @@ pub(crate) struct Shared {
     /// The viewer token: reads only.
     pub viewer: Option<String>,
     pub protect_reads: bool,
+    /// `/metrics` needs the token when reads do.
+    pub metrics_need_token: bool,
     pub metrics: MetricsSource,
     pub keep_alive: Duration,
     /// `true` once the server is stopping: live event streams end so connections can close.

@@ -82,10 +82,24 @@ async fn without_a_configured_token_mutations_are_403_and_say_how_to_enable_them
                 );
             }
         }
-        // Reads still work.
-        assert_eq!(get_json(app, "/admin").await["mutations_enabled"], false);
-        get_json(app, "/admin/circuit-breakers/slack").await;
+        // With no token at all, reads are refused too, saying which variables to set.
+        let r = send(app, get_anonymous("/admin/circuit-breakers/slack")).await;
+        r.assert_error(403, "reads_disabled");
+        assert!(r.text.contains("PALISADE_VIEWER_TOKEN"), "{}", r.text);
     }
+    // Reads without a token are a choice (behind an authenticating proxy).
+    let open = AdminRouter::builder(&f.registry)
+        .health(&f.monitor)
+        .without_token()
+        .require_token_for_reads(false)
+        .build();
+    assert_eq!(get_json(&open, "/admin").await["mutations_enabled"], false);
+    assert_eq!(
+        send(&open, get_anonymous("/admin/circuit-breakers/slack"))
+            .await
+            .status,
+        200
+    );
     assert_eq!(f.breaker.state(), State::Closed);
     assert!(f.audits().is_empty());
 }
@@ -171,13 +185,29 @@ async fn reads_can_require_the_token_but_probes_stay_open() {
         "/admin/events/stream",
         "/metrics",
     ] {
-        send(&app, get(path))
+        send(&app, get_anonymous(path))
             .await
             .assert_error(401, "unauthorized");
     }
     for path in ["/livez", "/readyz", "/health", "/admin/dashboard"] {
-        assert_eq!(send(&app, get(path)).await.status, 200, "{path}");
+        assert_eq!(send(&app, get_anonymous(path)).await.status, 200, "{path}");
     }
+    // The default requires it too; /metrics can be opened to any scraper on its own.
+    let default = AdminRouter::builder(&f.registry).token(TOKEN).build();
+    send(&default, get_anonymous("/admin/resilience"))
+        .await
+        .assert_error(401, "unauthorized");
+    let scrapable = AdminRouter::builder(&f.registry)
+        .token(TOKEN)
+        .metrics_need_token(false)
+        .build();
+    assert_ne!(
+        send(&scrapable, get_anonymous("/metrics")).await.status,
+        401
+    );
+    send(&scrapable, get_anonymous("/admin/resilience"))
+        .await
+        .assert_error(401, "unauthorized");
     let request = axum::http::Request::get("/admin/circuit-breakers/slack")
         .header("authorization", format!("Bearer {TOKEN}"))
         .body(axum::body::Body::empty())
@@ -185,8 +215,15 @@ async fn reads_can_require_the_token_but_probes_stay_open() {
     assert_eq!(send(&app, request).await.status, 200);
 }
 
+/// A GET with `headers`, and the operator token unless they carry an `authorization`.
 fn get_with(path: &str, headers: &[(&str, &str)]) -> axum::http::Request<axum::body::Body> {
     let mut b = axum::http::Request::get(path);
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+    {
+        b = b.header("authorization", format!("Bearer {TOKEN}"));
+    }
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
@@ -214,7 +251,7 @@ async fn a_viewer_token_reads_but_cannot_send_a_command() {
     )
     .await;
     assert_eq!(read.status, 200, "{}", read.text);
-    send(&app, get("/admin/circuit-breakers/slack"))
+    send(&app, get_anonymous("/admin/circuit-breakers/slack"))
         .await
         .assert_error(401, "unauthorized");
     for (path, body) in mutations() {

@@ -14,7 +14,7 @@ async fn index_lists_routes_and_says_mutations_are_enabled() {
     let f = fixture().await;
     let index = get_json(&f.app(), "/admin").await;
     assert_eq!(index["mutations_enabled"], true);
-    assert_eq!(index["reads_need_token"], false);
+    assert_eq!(index["reads_need_token"], true, "the default");
     let paths: Vec<&str> = index["routes"]
         .as_array()
         .unwrap()

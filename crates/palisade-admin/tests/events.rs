@@ -244,6 +244,7 @@ async fn a_reconnecting_client_gets_what_it_missed_first() {
         );
     }
     let request = Request::get("/admin/events/stream?type=audit")
+        .header("authorization", format!("Bearer {TOKEN}"))
         .header("last-event-id", before.to_string())
         .body(Body::empty())
         .unwrap();
@@ -281,6 +282,7 @@ async fn a_reconnecting_client_gets_what_it_missed_first() {
 async fn the_stream_sends_keep_alive_comments_and_refuses_bad_filters() {
     let f = fixture().await;
     let app = AdminRouter::builder(&f.registry)
+        .token(TOKEN)
         .sse_keep_alive(Duration::from_millis(20))
         .build();
     let mut stream = open_stream(&app, get("/admin/events/stream")).await;
@@ -309,6 +311,7 @@ async fn a_last_event_id_from_before_a_restart_replays_everything_kept() {
         200
     );
     let request = Request::get("/admin/events/stream?type=audit")
+        .header("authorization", format!("Bearer {TOKEN}"))
         .header("last-event-id", "999999")
         .body(Body::empty())
         .unwrap();
@@ -319,7 +322,7 @@ async fn a_last_event_id_from_before_a_restart_replays_everything_kept() {
 #[tokio::test]
 async fn a_slow_client_is_told_how_many_events_it_missed() {
     let registry = palisade_core::Registry::with_events(palisade_core::EventBus::new(4));
-    let app = AdminRouter::builder(&registry).build();
+    let app = AdminRouter::builder(&registry).token(TOKEN).build();
     let mut stream = open_stream(&app, get("/admin/events/stream")).await;
     for i in 0..10 {
         registry.events().publish(

@@ -12,6 +12,7 @@ use palisade_admin::AdminRouter;
 async fn metrics_render_every_component_from_a_private_recorder() {
     let f = fixture().await;
     let app = AdminRouter::builder(&f.registry)
+        .token(TOKEN)
         .prometheus_recorder(PrometheusBuilder::new().build_recorder())
         .build();
     f.breaker.force_open();
@@ -62,7 +63,10 @@ async fn a_handle_renders_what_its_recorder_holds() {
     let handle = recorder.handle();
     // What an installed recorder would have received from the components.
     metrics::with_local_recorder(&recorder, || f.registry.export_metrics());
-    let app = AdminRouter::builder(&f.registry).prometheus(handle).build();
+    let app = AdminRouter::builder(&f.registry)
+        .token(TOKEN)
+        .prometheus(handle)
+        .build();
     let r = send(&app, get("/metrics")).await;
     assert_eq!(r.status, 200);
     assert!(

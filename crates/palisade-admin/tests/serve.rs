@@ -74,13 +74,15 @@ async fn serves_on_loopback_and_audits_the_peer_address() {
 async fn shutdown_is_not_held_up_by_an_open_event_stream() {
     let f = fixture().await;
     let server = AdminRouter::builder(&f.registry)
+        .token(TOKEN)
         .serve("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
     let mut conn = TcpStream::connect(server.local_addr()).await.unwrap();
-    conn.write_all(b"GET /admin/events/stream HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
+    let request = format!(
+        "GET /admin/events/stream HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
     let mut head = [0u8; 64];
     let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut head))
         .await

@@ -1,7 +1,7 @@
 //! The `mcp-gateway` program: see the library documentation ([`mcp_gateway`]).
 #![allow(clippy::print_stdout)] // a server program tells its user where it listens
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 
 use mcp_gateway::{GatewayConfig, StartOptions};
@@ -26,6 +26,23 @@ LOG_LEVEL (error, warn, info, debug, trace)";
 
 fn env(key: &str) -> Option<String> {
     std::env::var(key).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Writes a generated token to a new file only this user can read (0600), in
+/// `$XDG_RUNTIME_DIR` or the temporary directory; its path.
+fn write_token_file(token: &str) -> Result<std::path::PathBuf, String> {
+    let dir = env("XDG_RUNTIME_DIR").map_or_else(std::env::temp_dir, std::path::PathBuf::from);
+    let path = dir.join(format!("mcp-gateway-admin-token-{}", std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&path)
+        .map_err(|e| format!("cannot write the admin token to {}: {e}", path.display()))?;
+    writeln!(file, "{token}")
+        .map_err(|e| format!("cannot write the admin token to {}: {e}", path.display()))?;
+    Ok(path)
 }
 
 /// A random admin token for a session without `PALISADE_ADMIN_TOKEN`.
@@ -180,7 +197,16 @@ async fn serve(config: GatewayConfig) -> Result<(), String> {
     println!("mcp-gateway ready");
     println!("  MCP endpoint: http://{}/mcp", running.mcp_addr);
     println!("  admin API:    http://{admin}/admin");
-    println!("  dashboard:    http://{admin}/admin/dashboard");
+    // A generated token is shown only to a person at a terminal: a log collecting stdout
+    // gets the path of a file only its owner can read.
+    let shown = generated && std::io::stdout().is_terminal();
+    if shown {
+        // The token rides in the URL fragment: the browser never sends it to the server nor
+        // keeps it in the history (the page moves it to session storage and drops it).
+        println!("  dashboard:    http://{admin}/admin/dashboard#token={admin_token}");
+    } else {
+        println!("  dashboard:    http://{admin}/admin/dashboard");
+    }
     let dlq_backend = if env("REDIS_URL").is_some() {
         "redis"
     } else {
@@ -188,9 +214,15 @@ async fn serve(config: GatewayConfig) -> Result<(), String> {
     };
     let backend = format!("{backend:?}").to_lowercase();
     println!("  backends:     rate limit {backend}, dead-letter queue {dlq_backend}");
-    if generated {
+    if shown {
         println!(
             "  admin token:  {admin_token}  (generated; set PALISADE_ADMIN_TOKEN to choose one)"
+        );
+    } else if generated {
+        let path = write_token_file(&admin_token)?;
+        println!(
+            "  admin token:  in {}  (generated, readable by this user only; set PALISADE_ADMIN_TOKEN to choose one)",
+            path.display()
         );
     }
     shutdown_signal().await;

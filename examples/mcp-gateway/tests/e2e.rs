@@ -1005,3 +1005,41 @@ async fn calls_still_in_flight_when_the_grace_ends_are_dead_lettered_by_policy()
     );
     dlq.purge().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generated_admin_token_goes_to_a_private_file_when_stdout_is_not_a_terminal() {
+    let upstream = Upstream::start(&[]).await;
+    let config = format!("{SERVER}{}", http_connector("weather", &upstream.url, ""));
+    // No PALISADE_ADMIN_TOKEN: the gateway generates one; stdout is a pipe here, as in a log.
+    let mut gw = Gateway::start(&config, &[("PALISADE_ADMIN_TOKEN", "")]).await;
+    let within = Duration::from_secs(10);
+    let dashboard = tokio::time::timeout(within, gw.proc.line_containing("dashboard:"))
+        .await
+        .unwrap();
+    assert!(!dashboard.contains("#token="), "{dashboard}");
+    let line = tokio::time::timeout(within, gw.proc.line_containing("admin token:"))
+        .await
+        .unwrap();
+    let path = line
+        .split_once(" in ")
+        .and_then(|(_, rest)| rest.split("  ").next())
+        .unwrap_or_else(|| panic!("no file named in {line:?}"))
+        .to_owned();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{path}");
+    let token = std::fs::read_to_string(&path).unwrap().trim().to_owned();
+    assert_eq!(token.len(), 32, "{token}");
+    assert!(
+        !line.contains(&token),
+        "the token itself is not printed: {line}"
+    );
+    let admin = reqwest::Client::new();
+    let url = format!("{}/resilience", gw.admin);
+    let with = admin.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(with.status(), 200);
+    let without = admin.get(&url).send().await.unwrap();
+    assert_eq!(without.status(), 401, "reads need the token");
+    let _ = std::fs::remove_file(&path);
+    gw.stop().await;
+}

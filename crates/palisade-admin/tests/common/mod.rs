@@ -251,7 +251,16 @@ pub async fn send(app: &Router, request: Request<Body>) -> Reply {
     }
 }
 
+/// A GET with the token (reads need one by default).
 pub fn get(path: &str) -> Request<Body> {
+    Request::get(path)
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Body::empty())
+        .unwrap()
+}
+
+/// A GET without any token.
+pub fn get_anonymous(path: &str) -> Request<Body> {
     Request::get(path).body(Body::empty()).unwrap()
 }
 

@@ -243,7 +243,12 @@ impl Gateway {
 
     /// `GET {admin}{path}` as JSON.
     pub async fn get(&self, path: &str) -> Value {
-        let response = reqwest::get(format!("{}{path}", self.admin)).await.unwrap();
+        let response = reqwest::Client::new()
+            .get(format!("{}{path}", self.admin))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
         assert!(
             response.status().is_success(),
             "GET {path}: {}",

@@ -179,6 +179,37 @@ impl FromRequestParts<AppState> for Operator {
     }
 }
 
+/// A reader, and whether it holds the operator token (then it sees what only an operator may,
+/// such as a dead-letter entry's payload, and the read is audited under its actor).
+#[derive(Debug, Clone)]
+pub(crate) enum Access {
+    /// The operator token.
+    Operator {
+        /// The audit trail's actor.
+        actor: String,
+    },
+    /// A viewer token, or no token where reads are open.
+    Reader,
+}
+
+impl FromRequestParts<AppState> for Access {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Reader::from_request_parts(parts, state).await?;
+        if state.token().is_some() && authorize(state.token(), None, &parts.headers).is_ok() {
+            let peer = parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0);
+            return Ok(Access::Operator {
+                actor: actor(&parts.headers, peer),
+            });
+        }
+        Ok(Access::Reader)
+    }
+}
+
 /// A Prometheus scraper: like [`Reader`], unless `/metrics` was opened to any scraper.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Scraper;

@@ -12,7 +12,7 @@ use palisade_core::{ComponentKind, ControlError};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::auth::{Operator, Reader};
+use crate::auth::{Access, Operator, Reader};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -201,7 +201,15 @@ pub(crate) async fn dlq_entries(
     )
     .await
     {
-        Ok(page) => Ok(Json(page)),
+        Ok(mut page) => {
+            // Payloads hold tool arguments and client data: never in a list.
+            if let Some(entries) = page.get_mut("entries").and_then(Value::as_array_mut) {
+                for entry in entries {
+                    redact(entry);
+                }
+            }
+            Ok(Json(page))
+        }
         // The filters came from the query string: a value the queue cannot read is a bad query.
         Err(ControlError::MalformedCommand { reason, .. }) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -212,9 +220,28 @@ pub(crate) async fn dlq_entries(
     }
 }
 
-/// `GET /admin/dlq/{queue}/entries/{id}`: the queue's `get`; an unknown id is a 404.
+/// Replaces an entry's payload (and raw bytes) with a note saying where to read it.
+fn redact(entry: &mut Value) {
+    let Some(fields) = entry.as_object_mut() else {
+        return;
+    };
+    let mut redacted = false;
+    for key in ["payload", "raw"] {
+        redacted |= fields.remove(key).is_some();
+    }
+    if redacted {
+        fields.insert(
+            "payload_redacted".into(),
+            Value::from("GET this entry with the operator token to see its payload (audited)"),
+        );
+    }
+}
+
+/// `GET /admin/dlq/{queue}/entries/{id}`: the queue's `get`; an unknown id is a 404. The
+/// payload is shown to the operator token only, and that read is audited; other readers get
+/// the entry without it.
 pub(crate) async fn dlq_entry(
-    _: Reader,
+    reader: Access,
     State(s): State<AppState>,
     path: Result<Path<(String, u64)>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -227,7 +254,20 @@ pub(crate) async fn dlq_entry(
     )
     .await
     {
-        Ok(entry) => Ok(Json(entry)),
+        Ok(mut entry) => {
+            match reader {
+                Access::Operator { actor } => s.audit(
+                    ComponentKind::DeadLetterQueue,
+                    &name,
+                    actor,
+                    "read_payload".into(),
+                    json!({"id": id}),
+                    Value::Null,
+                ),
+                Access::Reader => redact(&mut entry),
+            }
+            Ok(Json(entry))
+        }
         // The queue answers an unknown id with `Rejected`; over HTTP that is a missing resource.
         Err(ControlError::Rejected { reason, .. }) => {
             Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", reason)

@@ -367,3 +367,57 @@ async fn a_foreign_host_or_origin_is_refused() {
     let r = send(&any, get_with("/admin", &[("host", "evil.example")])).await;
     assert_eq!(r.status, 200);
 }
+
+#[tokio::test]
+async fn dead_letter_payloads_are_shown_to_the_operator_only_and_that_read_is_audited() {
+    let f = fixture().await;
+    let app = AdminRouter::builder(&f.registry)
+        .health(&f.monitor)
+        .token(TOKEN)
+        .viewer_token(VIEWER)
+        .build();
+    let viewer = format!("Bearer {VIEWER}");
+    // Lists never carry payloads, whoever asks.
+    for auth in [format!("Bearer {TOKEN}"), viewer.clone()] {
+        let page = send(
+            &app,
+            get_with("/admin/dlq/tool-calls/entries", &[("authorization", &auth)]),
+        )
+        .await;
+        assert_eq!(page.status, 200, "{}", page.text);
+        let entries = page.json["entries"].as_array().unwrap();
+        assert!(!entries.is_empty());
+        for e in entries {
+            assert!(e.get("payload").is_none(), "{e}");
+            assert!(e["payload_redacted"].is_string(), "{e}");
+        }
+        assert!(
+            !page.text.contains("flaky"),
+            "no payload text: {}",
+            page.text
+        );
+    }
+    let id = f.entry_ids[0];
+    let path = format!("/admin/dlq/tool-calls/entries/{id}");
+    // A viewer reads the entry, not its payload; nothing is audited.
+    let seen = send(&app, get_with(&path, &[("authorization", &viewer)])).await;
+    assert_eq!(seen.status, 200, "{}", seen.text);
+    assert!(seen.json.get("payload").is_none(), "{}", seen.text);
+    assert!(f.audits().is_empty());
+    // The operator reads it, and the read is audited with its actor.
+    let read = send(&app, get_with(&path, &[("x-palisade-actor", "alice")])).await;
+    assert_eq!(read.json["payload"]["title"], "flaky", "{}", read.text);
+    let audits = f.audits();
+    assert_eq!(audits.len(), 1);
+    let palisade_core::EventKind::Audit {
+        actor,
+        action,
+        before,
+        ..
+    } = &audits[0].kind
+    else {
+        unreachable!()
+    };
+    assert_eq!((actor.as_str(), action.as_str()), ("alice", "read_payload"));
+    assert_eq!(before["id"], id);
+}

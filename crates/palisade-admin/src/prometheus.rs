@@ -12,6 +12,15 @@ use crate::state::{AppState, MetricsSource};
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub(crate) async fn metrics(_: Scraper, State(s): State<AppState>) -> Result<Response, ApiError> {
+    render(&s)
+}
+
+/// `GET /metrics` on the probes listener: no token (only what is exposed there is served).
+pub(crate) async fn open_metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
+    render(&s)
+}
+
+fn render(s: &AppState) -> Result<Response, ApiError> {
     let text = match &s.inner.metrics {
         MetricsSource::None => {
             return Err(ApiError::new(

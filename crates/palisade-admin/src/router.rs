@@ -334,6 +334,44 @@ impl AdminRouterBuilder {
     }
 }
 
+impl AdminRouterBuilder {
+    /// Serves only the probes (`/livez`, `/readyz`, `/health`) and, with `metrics`, `GET
+    /// /metrics` (without a token) on a listener of their own at `addr`, any address: what a
+    /// kubelet or Prometheus needs, while the admin API stays on loopback. Nothing on it can
+    /// change anything or read a component's details.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let registry = palisade_core::Registry::new();
+    /// let probes = palisade_admin::AdminRouter::builder(&registry)
+    ///     .serve_probes("127.0.0.1:0".parse()?, false)
+    ///     .await?;
+    /// # probes.shutdown().await?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn serve_probes(
+        self,
+        addr: SocketAddr,
+        metrics: bool,
+    ) -> Result<AdminServer, ServeError> {
+        let (state, _, _, _) = self.state();
+        let shutdown = state.inner.shutdown.clone();
+        let mut router = Router::new()
+            .route("/livez", get(health::livez))
+            .route("/readyz", get(health::readyz))
+            .route("/health", get(health::health));
+        if metrics {
+            router = router.route("/metrics", get(prometheus::open_metrics));
+        }
+        let router = router
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .with_state(state);
+        AdminServer::start(router, addr, shutdown).await
+    }
+}
+
 /// Paths that stay open when [`AdminRouterBuilder::require_token_for_reads`] is on.
 pub(crate) const OPEN_PATHS: [&str; 4] = ["/livez", "/readyz", "/health", "/admin/dashboard"];
 

@@ -18,9 +18,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub enum ServeError {
     /// The address is not loopback and non-loopback binds were not allowed.
     #[error(
-        "refusing to serve the admin API on {addr}: it is not a loopback address and the \
-         admin reads are unauthenticated; bind 127.0.0.1 or [::1], or call \
-         allow_non_loopback(true) behind an authenticating proxy"
+        "refusing to serve the admin API on {addr}: it is not a loopback address; bind \
+         127.0.0.1 or [::1] (and expose probes and metrics with serve_probes), or call \
+         allow_non_loopback(true) behind TLS termination"
     )]
     NotLoopback {
         /// The refused address.

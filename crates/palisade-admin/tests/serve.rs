@@ -153,3 +153,46 @@ async fn a_port_in_use_is_a_bind_error() {
     assert!(matches!(err, ServeError::Bind { .. }), "{err}");
     first.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_probes_listener_serves_probes_and_metrics_and_nothing_else() {
+    let f = fixture().await;
+    let probes = AdminRouter::builder(&f.registry)
+        .health(&f.monitor)
+        .token(TOKEN)
+        .prometheus_recorder(metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder())
+        .serve_probes("127.0.0.1:0".parse().unwrap(), true)
+        .await
+        .unwrap();
+    let addr = probes.local_addr();
+    let get = |path: &str, host: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+    };
+    // Any Host (a kubelet uses the pod IP), no token.
+    for path in ["/livez", "/readyz", "/health", "/metrics"] {
+        let reply = http(addr, get(path, "10.1.2.3:8081")).await;
+        assert!(
+            reply.starts_with("HTTP/1.1 200") || reply.starts_with("HTTP/1.1 503"),
+            "{path}: {reply}"
+        );
+        assert!(!reply.contains("unauthorized"), "{path}: {reply}");
+    }
+    let metrics = http(addr, get("/metrics", "localhost")).await;
+    assert!(metrics.contains("palisade_circuit_breaker"), "{metrics}");
+    // Nothing else: no component details, no commands.
+    for path in [
+        "/admin",
+        "/admin/resilience",
+        "/admin/dlq/tool-calls/entries",
+    ] {
+        let reply = http(addr, get(path, "localhost")).await;
+        assert!(reply.starts_with("HTTP/1.1 404"), "{path}: {reply}");
+    }
+    let post = format!(
+        "POST /admin/circuit-breakers/slack HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 24\r\nConnection: close\r\n\r\n{{\"action\":\"force_open\"}}"
+    );
+    let reply = http(addr, post).await;
+    assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
+    assert_eq!(f.breaker.state(), palisade_breaker::State::Closed);
+    probes.shutdown().await.unwrap();
+}

@@ -99,6 +99,9 @@ pub struct Running {
     processes: Vec<ProcessSupervisor>,
     cancel: tokio_util::sync::CancellationToken,
     shutdown_grace: Duration,
+    probes: Option<palisade::admin::AdminServer>,
+    /// Where the probes listener listens, when configured (`[server] probes_addr`).
+    pub probes_addr: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Running {
@@ -136,6 +139,11 @@ impl Running {
         self.monitor.shutdown();
         for worker in self.workers {
             worker.shutdown(Duration::from_secs(5)).await;
+        }
+        if let Some(probes) = self.probes
+            && let Err(e) = probes.shutdown().await
+        {
+            tracing::warn!(error = %e, "probes server did not shut down cleanly");
         }
         if let Err(e) = self.admin.shutdown().await {
             tracing::warn!(error = %e, "admin server did not shut down cleanly");
@@ -390,7 +398,7 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
         StreamableHttpService::new(
             move || Ok(gateway.clone()),
             sessions.clone(),
-            StreamableHttpServerConfig::default().with_cancellation_token(cancel.child_token()),
+            mcp_server_config(&config.server, cancel.child_token()),
         )
     };
     let app = axum::Router::new()
@@ -431,6 +439,23 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
     }
     let admin = admin.serve(config.server.admin_addr).await?;
     let admin_addr = admin.local_addr();
+    let probes = match config.server.probes_addr {
+        Some(addr) => {
+            let mut probes = AdminRouter::builder(&registry).health(&monitor);
+            if let Some(handle) = options.prometheus.clone() {
+                probes = probes.prometheus(handle);
+            }
+            Some(
+                probes
+                    .serve_probes(addr, config.server.probes_metrics)
+                    .await?,
+            )
+        }
+        None => None,
+    };
+    let probes_addr = probes
+        .as_ref()
+        .map(palisade::admin::AdminServer::local_addr);
 
     Ok(Running {
         mcp_addr,
@@ -445,5 +470,29 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
         processes,
         cancel,
         shutdown_grace: config.server.shutdown_grace,
+        probes,
+        probes_addr,
     })
+}
+
+/// rmcp's server config: the cancellation token, and the `Host` names it answers to (the
+/// loopback names, the listen address, and `[server] allowed_hosts`; `*` for any).
+fn mcp_server_config(
+    server: &crate::config::ServerConfig,
+    cancel: tokio_util::sync::CancellationToken,
+) -> StreamableHttpServerConfig {
+    let config = StreamableHttpServerConfig::default().with_cancellation_token(cancel);
+    if server.allowed_hosts.iter().any(|h| h.trim() == "*") {
+        return config.disable_allowed_hosts();
+    }
+    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let ip = server.mcp_addr.ip();
+    if !ip.is_unspecified() {
+        hosts.push(ip.to_string());
+    }
+    hosts.extend(server.allowed_hosts.iter().map(|h| h.trim().to_owned()));
+    config.with_allowed_hosts(hosts)
 }

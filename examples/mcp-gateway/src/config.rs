@@ -89,6 +89,16 @@ pub struct ServerConfig {
     /// tool's replay policy. Default 10 s; at most 10 minutes.
     #[serde(with = "duration")]
     pub shutdown_grace: Duration,
+    /// Where `/livez`, `/readyz`, `/health` (and, with `probes_metrics`, `/metrics`) are served
+    /// without a token, on any address, for a kubelet or Prometheus, while the admin API stays
+    /// on loopback. Default: none (the probes are on the admin listener only).
+    pub probes_addr: Option<SocketAddr>,
+    /// Serve `/metrics` on `probes_addr` too. Default true.
+    pub probes_metrics: bool,
+    /// The `Host` names the MCP endpoint answers to, besides the loopback names and the
+    /// address it listens on (a gateway behind an ingress lists the public name); `["*"]`
+    /// answers to any. Others get 403, against DNS rebinding. Default: none more.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// The most MCP sessions the config accepts (`server.max_sessions`).
@@ -104,6 +114,9 @@ impl Default for ServerConfig {
             session_idle_timeout: Duration::from_secs(300),
             worker_threads: 1,
             shutdown_grace: Duration::from_secs(10),
+            probes_addr: None,
+            probes_metrics: true,
+            allowed_hosts: Vec::new(),
         }
     }
 }

@@ -197,6 +197,9 @@ async fn serve(config: GatewayConfig) -> Result<(), String> {
     println!("mcp-gateway ready");
     println!("  MCP endpoint: http://{}/mcp", running.mcp_addr);
     println!("  admin API:    http://{admin}/admin");
+    if let Some(probes) = running.probes_addr {
+        println!("  probes:       http://{probes}/readyz (/livez, /health, /metrics; no token)");
+    }
     // A generated token is shown only to a person at a terminal: a log collecting stdout
     // gets the path of a file only its owner can read.
     let shown = generated && std::io::stdout().is_terminal();

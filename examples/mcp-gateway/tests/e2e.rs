@@ -1043,3 +1043,50 @@ async fn a_generated_admin_token_goes_to_a_private_file_when_stdout_is_not_a_ter
     let _ = std::fs::remove_file(&path);
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_get_their_own_listener_and_the_mcp_endpoint_checks_its_host() {
+    let upstream = Upstream::start(&[]).await;
+    let config = format!(
+        "{SERVER}probes_addr = \"127.0.0.1:0\"\nallowed_hosts = [\"mcp.example\"]\n{}",
+        http_connector("weather", &upstream.url, "")
+    );
+    let mut gw = Gateway::start(&config, &[]).await;
+    let line = tokio::time::timeout(Duration::from_secs(10), gw.proc.line_containing("probes:"))
+        .await
+        .unwrap();
+    let probes = line
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches("/readyz")
+        .to_owned();
+    let http = reqwest::Client::new();
+    for path in ["/livez", "/readyz", "/metrics"] {
+        let r = http.get(format!("{probes}{path}")).send().await.unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "{path} on the probes listener, without a token"
+        );
+    }
+    let r = http
+        .get(format!("{probes}/admin/resilience"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "no admin API on the probes listener");
+    let r = http
+        .get(format!("{}/resilience", gw.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "the admin API still needs its token");
+
+    // The MCP endpoint answers its own names and the configured one, not a stranger.
+    let (status, _, body) = gw.raw_initialize_as(Some("evil.example")).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, _, body) = gw.raw_initialize_as(Some("mcp.example:443")).await;
+    assert_eq!(status, 200, "{body}");
+    gw.stop().await;
+}

@@ -221,18 +221,23 @@ impl Gateway {
     /// A bare `initialize` POST (no `initialized` notification, no SSE stream, never closed):
     /// what a client that leaks sessions sends. The status, `Retry-After` and body.
     pub async fn raw_initialize(&self) -> (u16, Option<String>, String) {
+        self.raw_initialize_as(None).await
+    }
+
+    /// [`raw_initialize`](Self::raw_initialize) with this `Host` header.
+    pub async fn raw_initialize_as(&self, host: Option<&str>) -> (u16, Option<String>, String) {
         let body = serde_json::json!({
             "jsonrpc": "2.0", "id": 1, "method": "initialize",
             "params": {"protocolVersion": "2025-06-18", "capabilities": {},
                        "clientInfo": {"name": "raw", "version": "0"}},
         });
-        let response = reqwest::Client::new()
+        let mut request = reqwest::Client::new()
             .post(&self.mcp)
-            .header("accept", "application/json, text/event-stream")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+            .header("accept", "application/json, text/event-stream");
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
+        let response = request.json(&body).send().await.unwrap();
         let status = response.status().as_u16();
         let retry_after = response
             .headers()

@@ -85,6 +85,9 @@ admin_addr = "127.0.0.1:0"
 call_timeout = "5s"
 max_sessions = {max_sessions}
 
+[auth]
+mode = "none"
+
 [rate_limit]
 quota = {{ rate = 1000000, period = "1s", burst = 1000000 }}
 

@@ -401,7 +401,7 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
             mcp_server_config(&config.server, cancel.child_token()),
         )
     };
-    let app = axum::Router::new()
+    let mut app = axum::Router::new()
         .nest_service("/mcp", mcp_service)
         .layer(axum::middleware::from_fn_with_state(
             sessions.clone(),
@@ -411,6 +411,22 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
             gateway.clone(),
             track_responses,
         ));
+    if let Some(crate::config::AuthConfig::Jwt(jwt)) = &config.auth {
+        let verifier = Arc::new(crate::auth::JwtVerifier::new(jwt.clone()));
+        app = app
+            .layer(axum::middleware::from_fn_with_state(
+                verifier.clone(),
+                crate::auth::require_bearer,
+            ))
+            .merge(
+                axum::Router::new()
+                    .route(
+                        crate::auth::METADATA_PATH,
+                        axum::routing::get(crate::auth::metadata),
+                    )
+                    .with_state(verifier),
+            );
+    }
     let addr = config.server.mcp_addr;
     let listener = palisade::admin::bind_nodelay(addr)
         .await

@@ -56,6 +56,43 @@ pub struct GatewayConfig {
     /// The connectors (`[[connectors]]`) whose tools the gateway serves.
     #[serde(default)]
     pub connectors: Vec<ConnectorConfig>,
+    /// How MCP clients are authenticated (`[auth]`). Required: `mode = "jwt"`, or
+    /// `mode = "none"` written out (the demo does, and says so at start).
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+}
+
+/// `[auth]`: how MCP clients are authenticated.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum AuthConfig {
+    /// Every client is let in (a demo, or a gateway behind an authenticating proxy).
+    None,
+    /// Bearer JWTs checked against an issuer's JWKS.
+    Jwt(JwtConfig),
+}
+
+/// `[auth] mode = "jwt"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// The issuer (`iss`), also named in the protected-resource metadata.
+    pub issuer: String,
+    /// Where the issuer's keys are (`https://issuer/.well-known/jwks.json`).
+    pub jwks_url: String,
+    /// This gateway's resource URI (`https://tools.example.com/mcp`): the audience (`aud`)
+    /// tokens must name (RFC 8707).
+    pub resource: String,
+    /// A scope every token must carry (`scope` or `scp`), when set.
+    #[serde(default)]
+    pub required_scope: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`. Default 30 s; at most 5 minutes.
+    #[serde(default = "default_leeway", with = "duration")]
+    pub leeway: Duration,
+}
+
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// `[server]`.
@@ -524,6 +561,35 @@ impl GatewayConfig {
                 }
             }
         }
+        match &self.auth {
+            None => {
+                return Err(ConfigError::new(
+                    "auth",
+                    "say how MCP clients are authenticated: [auth] mode = \"jwt\" (with issuer, \
+                     jwks_url and resource), or mode = \"none\" to let any client in",
+                ));
+            }
+            Some(AuthConfig::None) => {}
+            Some(AuthConfig::Jwt(jwt)) => {
+                for (field, url) in [
+                    ("auth.jwks_url", &jwt.jwks_url),
+                    ("auth.resource", &jwt.resource),
+                ] {
+                    if !(url.starts_with("https://") || url.starts_with("http://")) {
+                        return Err(ConfigError::new(
+                            field,
+                            "an http:// or https:// URL is needed",
+                        ));
+                    }
+                }
+                if jwt.issuer.trim().is_empty() {
+                    return Err(ConfigError::new("auth.issuer", "the issuer is needed"));
+                }
+                if jwt.leeway > Duration::from_secs(300) {
+                    return Err(ConfigError::new("auth.leeway", "must be at most 300s"));
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -549,7 +615,7 @@ mod tests {
 
     #[test]
     fn bad_configs_name_the_key() {
-        let http = "[[connectors]]\nname = \"w\"\nkind = \"http\"\nurl = \"http://x\"\ntools = [{name = \"t\"}]\n";
+        let http = "[auth]\nmode = \"none\"\n[[connectors]]\nname = \"w\"\nkind = \"http\"\nurl = \"http://x\"\ntools = [{name = \"t\"}]\n";
         assert!(GatewayConfig::from_toml(http).is_ok());
         assert_eq!(err("").field, "connectors");
         assert!(err("[bogus]\n").reason.contains("bogus"));
@@ -557,7 +623,19 @@ mod tests {
             err(&http.replace("http://x", "ftp://x")).field,
             "connectors[0].url"
         );
-        assert_eq!(err(&format!("{http}{http}")).field, "connectors[1].name");
+        let again = http.trim_start_matches("[auth]\nmode = \"none\"\n");
+        assert_eq!(err(&format!("{http}{again}")).field, "connectors[1].name");
+        let no_auth = err(again);
+        assert_eq!(no_auth.field, "auth");
+        assert!(no_auth.reason.contains("mode = \"none\""), "{no_auth}");
+        let jwt = |extra: &str| {
+            format!(
+                "{again}[auth]\nmode = \"jwt\"\nissuer = \"https://i\"\njwks_url = \"https://i/jwks\"\nresource = \"https://t/mcp\"\n{extra}"
+            )
+        };
+        assert!(GatewayConfig::from_toml(&jwt("")).is_ok());
+        assert_eq!(err(&jwt("leeway = \"1h\"\n")).field, "auth.leeway");
+        assert!(err(&jwt("audience = \"x\"\n")).reason.contains("audience"));
         assert_eq!(
             err(&format!("{http}partition = \"nope\"\n")).field,
             "connectors[0].partition"

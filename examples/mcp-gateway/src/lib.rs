@@ -23,6 +23,7 @@
 //! See `docs/operations.md` for the admin requests that diagnose and fix each incident.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod connector;
 pub mod gateway;

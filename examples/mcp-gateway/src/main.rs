@@ -190,12 +190,22 @@ async fn serve(config: GatewayConfig) -> Result<(), String> {
         ),
     };
     let backend = config.rate_limit.backend;
+    let auth = config.auth.clone();
     let running = mcp_gateway::start(config, options)
         .await
         .map_err(|e| e.to_string())?;
     let admin = running.admin_addr;
     println!("mcp-gateway ready");
     println!("  MCP endpoint: http://{}/mcp", running.mcp_addr);
+    match &auth {
+        Some(mcp_gateway::config::AuthConfig::Jwt(jwt)) => {
+            println!(
+                "  auth:         bearer JWTs from {} for {}",
+                jwt.issuer, jwt.resource
+            );
+        }
+        _ => println!("  auth:         none: any MCP client is let in ([auth] mode = \"none\")"),
+    }
     println!("  admin API:    http://{admin}/admin");
     if let Some(probes) = running.probes_addr {
         println!("  probes:       http://{probes}/readyz (/livez, /health, /metrics; no token)");

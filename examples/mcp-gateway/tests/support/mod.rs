@@ -104,6 +104,7 @@ pub fn signal(pid: u32, sig: &str) {
     assert!(status.success(), "kill {sig} {pid} failed");
 }
 
+#[allow(unused_imports)] // not every test binary checks processes
 pub use palisade_testkit::running;
 
 /// A flaky-upstream HTTP server started by the test, so the test can steer it.
@@ -175,6 +176,12 @@ impl Gateway {
     /// `REDIS_URL`, unless `env` sets it).
     pub async fn start(config: &str, env: &[(&str, &str)]) -> Gateway {
         let path = std::env::temp_dir().join(format!("{}.toml", unique("mcp-gateway-e2e")));
+        // Tests that are not about authentication let any client in, explicitly.
+        let config = if config.contains("[auth]") {
+            config.to_owned()
+        } else {
+            format!("{config}\n[auth]\nmode = \"none\"\n")
+        };
         std::fs::write(&path, config).unwrap();
         let mut cmd = Command::new(bin());
         cmd.arg("--config")

@@ -46,8 +46,10 @@ pub struct DeadCall {
 pub struct Caller {
     /// The client's IP address (kept in dead-letter entries).
     pub address: String,
-    /// Its rate-limit key: the address, or for IPv6 its network (`CLIENT_IPV6_PREFIX`,
-    /// default /64), so a client cannot rotate addresses past its limit.
+    /// Its rate-limit key: its authenticated identity (`sub:<subject>` of its bearer token)
+    /// when it has one, so clients behind one address have their own quotas and one client
+    /// across addresses shares one; else the address, or for IPv6 its network
+    /// (`CLIENT_IPV6_PREFIX`, default /64).
     pub key: String,
 }
 
@@ -638,9 +640,17 @@ fn client_of(client_ip: &ClientIp, context: &RequestContext<RoleServer>) -> Call
     match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
         Some(ConnectInfo(peer)) => {
             let ip = client_ip.resolve(peer.ip(), &parts.headers);
+            let key = match parts
+                .extensions
+                .get::<crate::auth::Claims>()
+                .and_then(|c| c.sub.as_deref())
+            {
+                Some(subject) => format!("sub:{subject}"),
+                None => client_ip.key_of(ip).to_string(),
+            };
             Caller {
                 address: ip.to_string(),
-                key: client_ip.key_of(ip).to_string(),
+                key,
             }
         }
         None => Caller::new("unknown"),

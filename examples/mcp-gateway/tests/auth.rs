@@ -281,3 +281,61 @@ mod never_panics {
         }
     }
 }
+
+async fn client_as(
+    gw: &Gateway,
+    token: &str,
+    forwarded_for: Option<&str>,
+) -> rmcp::service::RunningService<rmcp::RoleClient, ()> {
+    let mut headers = std::collections::HashMap::new();
+    if let Some(ip) = forwarded_for {
+        headers.insert(
+            http::HeaderName::from_static("x-forwarded-for"),
+            http::HeaderValue::from_str(ip).unwrap(),
+        );
+    }
+    let config = StreamableHttpClientTransportConfig::with_uri(gw.mcp.clone())
+        .auth_header(token.to_owned())
+        .custom_headers(headers);
+    ().serve(StreamableHttpClientTransport::from_config(config))
+        .await
+        .expect("handshake")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_follow_the_identity_not_the_address() {
+    let dir = std::env::temp_dir().join(unique("gateway-auth-quota"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let k1 = key(&dir, "k1");
+    let jwks = jwks_server(Arc::new(Mutex::new(json!({"keys": [jwk("k1", &k1)]})))).await;
+    let upstream = Upstream::start(&[]).await;
+    let config = format!(
+        "{SERVER}[rate_limit]\nquota = {{ rate = 1, period = \"1h\", burst = 2 }}\n{}[auth]\nmode = \"jwt\"\nissuer = \"{ISSUER}\"\njwks_url = \"{jwks}\"\nresource = \"{RESOURCE}\"\n",
+        http_connector("weather", &upstream.url, "")
+    );
+    let gw = Gateway::start(&config, &[("TRUSTED_PROXIES", "127.0.0.1")]).await;
+    let token = |sub: &str| sign("k1", &k1, &claims(json!({"sub": sub})));
+    let limited = Some("rate_limited".to_owned());
+    async fn code(client: &rmcp::service::RunningService<rmcp::RoleClient, ()>) -> Option<String> {
+        error_code(&call(client, "weather.forecast", json!({})).await)
+    }
+    // Two identities behind one address: a quota each.
+    let alice = client_as(&gw, &token("alice"), None).await;
+    let bob = client_as(&gw, &token("bob"), None).await;
+    assert_eq!(code(&alice).await, None);
+    assert_eq!(code(&alice).await, None);
+    assert_eq!(code(&alice).await, limited, "alice's burst of 2 is spent");
+    assert_eq!(code(&bob).await, None, "bob has his own quota");
+    // One identity across two addresses: one quota.
+    let alice_elsewhere = client_as(&gw, &token("alice"), Some("203.0.113.9")).await;
+    assert_eq!(
+        code(&alice_elsewhere).await,
+        limited,
+        "alice's quota follows her"
+    );
+    let carol_elsewhere = client_as(&gw, &token("carol"), Some("203.0.113.9")).await;
+    assert_eq!(code(&carol_elsewhere).await, None);
+    drop((alice, bob, alice_elsewhere, carol_elsewhere));
+    gw.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -358,6 +358,9 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
         .clone()
         .unwrap_or_else(ClientIp::peer_only);
     let gateway = Gateway::new(connectors, limiter, dlq.clone(), local.clone(), client_ip);
+    if let Some(crate::config::AuthConfig::Jwt(jwt)) = &config.auth {
+        gateway.set_tool_scopes(jwt.tool_scopes.clone());
+    }
     let workers = std::iter::once(&dlq)
         .chain(local.as_ref())
         .map(|queue| {

@@ -76,7 +76,8 @@ pub struct Claims {
 }
 
 impl Claims {
-    fn has_scope(&self, wanted: &str) -> bool {
+    /// Whether the token carries scope `wanted`.
+    pub fn has_scope(&self, wanted: &str) -> bool {
         self.scope
             .as_deref()
             .is_some_and(|s| s.split_whitespace().any(|x| x == wanted))

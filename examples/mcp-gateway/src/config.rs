@@ -86,6 +86,11 @@ pub struct JwtConfig {
     /// A scope every token must carry (`scope` or `scp`), when set.
     #[serde(default)]
     pub required_scope: Option<String>,
+    /// The scope each listed tool needs (`tool_scopes = { "notes.add" = "notes:write" }`):
+    /// a token without it does not see the tool in `tools/list` and is refused on
+    /// `tools/call`. Tools not listed need only `required_scope`.
+    #[serde(default)]
+    pub tool_scopes: std::collections::BTreeMap<String, String>,
     /// Clock skew allowed on `exp` and `nbf`. Default 30 s; at most 5 minutes.
     #[serde(default = "default_leeway", with = "duration")]
     pub leeway: Duration,

@@ -215,6 +215,8 @@ struct Inner {
     /// Cancelled when the shutdown grace is over: calls still waiting on an upstream stop
     /// waiting and are dead-lettered under their tool's replay policy.
     cut: tokio_util::sync::CancellationToken,
+    /// The scope each listed tool needs (`[auth] tool_scopes`), by its served name.
+    tool_scopes: std::sync::OnceLock<BTreeMap<String, String>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -295,6 +297,7 @@ impl Gateway {
                 client_ip,
                 peers: parking_lot::Mutex::new(Vec::new()),
                 calls: tokio_util::task::TaskTracker::new(),
+                tool_scopes: std::sync::OnceLock::new(),
                 draining: std::sync::atomic::AtomicBool::new(false),
                 cut: tokio_util::sync::CancellationToken::new(),
             }),
@@ -310,6 +313,21 @@ impl Gateway {
             }
         }
         gateway
+    }
+
+    /// Sets the scope each tool needs (`[auth] tool_scopes`), once, before serving; `false`
+    /// if they were set already (nothing changes then).
+    pub fn set_tool_scopes(&self, scopes: BTreeMap<String, String>) -> bool {
+        self.inner.tool_scopes.set(scopes).is_ok()
+    }
+
+    /// The scope `tool` needs that `claims` lack, if any (none without authentication).
+    fn missing_scope(&self, tool: &str, claims: Option<&crate::auth::Claims>) -> Option<&str> {
+        let scope = self.inner.tool_scopes.get()?.get(tool)?;
+        match claims {
+            Some(c) if c.has_scope(scope) => None,
+            _ => Some(scope),
+        }
     }
 
     /// Tells every connected MCP client that the tool list changed
@@ -615,6 +633,15 @@ impl Gateway {
     }
 }
 
+/// The authenticated client's claims, from the HTTP request rmcp hands to the handler.
+fn claims_of(context: &RequestContext<RoleServer>) -> Option<&crate::auth::Claims> {
+    context
+        .extensions
+        .get::<axum::http::request::Parts>()?
+        .extensions
+        .get::<crate::auth::Claims>()
+}
+
 /// Records `call` in `dlq`: parked for an operator, or scheduled for the retry worker.
 async fn store(
     dlq: &DeadLetterQueue<DeadCall>,
@@ -680,9 +707,14 @@ impl ServerHandler for Gateway {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        Ok(ListToolsResult::with_all_items(self.tools()))
+        let mut tools = self.tools();
+        if self.inner.tool_scopes.get().is_some_and(|s| !s.is_empty()) {
+            let claims = claims_of(&context);
+            tools.retain(|t| self.missing_scope(&t.name, claims).is_none());
+        }
+        Ok(ListToolsResult::with_all_items(tools))
     }
 
     async fn call_tool(
@@ -690,6 +722,16 @@ impl ServerHandler for Gateway {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        if let Some(scope) = self.missing_scope(&request.name, claims_of(&context)) {
+            return Ok(tool_error(
+                format!(
+                    "Not allowed: {} needs the scope {scope:?}, which this client's token does not carry.",
+                    request.name
+                ),
+                json!({"error": "insufficient_scope", "tool": request.name, "scope": scope}),
+            )
+            .into());
+        }
         let client = client_of(&self.inner.client_ip, &context);
         let args = request.arguments.unwrap_or_default();
         self.call(&client, &request.name, args)

@@ -258,6 +258,7 @@ mod never_panics {
             jwks_url: "http://127.0.0.1:9/jwks".into(),
             resource: "https://tools.test/mcp".into(),
             required_scope: None,
+            tool_scopes: Default::default(),
             leeway: std::time::Duration::from_secs(5),
         })
     }
@@ -336,6 +337,70 @@ async fn quotas_follow_the_identity_not_the_address() {
     let carol_elsewhere = client_as(&gw, &token("carol"), Some("203.0.113.9")).await;
     assert_eq!(code(&carol_elsewhere).await, None);
     drop((alice, bob, alice_elsewhere, carol_elsewhere));
+    gw.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_with_a_scope_are_hidden_and_refused_without_it() {
+    let dir = std::env::temp_dir().join(unique("gateway-auth-scopes"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let k1 = key(&dir, "k1");
+    let jwks = jwks_server(Arc::new(Mutex::new(json!({"keys": [jwk("k1", &k1)]})))).await;
+    let upstream = Upstream::start(&[]).await;
+    let config = format!(
+        r#"{SERVER}[[connectors]]
+name = "weather"
+kind = "http"
+url = "{}"
+tools = [{{ name = "forecast" }}, {{ name = "alerts" }}]
+[auth]
+mode = "jwt"
+issuer = "{ISSUER}"
+jwks_url = "{jwks}"
+resource = "{RESOURCE}"
+tool_scopes = {{ "weather.forecast" = "weather:read" }}
+"#,
+        upstream.url
+    );
+    let gw = Gateway::start(&config, &[]).await;
+    let names = |tools: Vec<rmcp::model::Tool>| -> Vec<String> {
+        tools.into_iter().map(|t| t.name.to_string()).collect()
+    };
+    let plain = client_as(
+        &gw,
+        &sign("k1", &k1, &claims(json!({"scope": "tools"}))),
+        None,
+    )
+    .await;
+    let listed = names(plain.list_all_tools().await.unwrap());
+    assert_eq!(listed, ["weather.alerts"], "forecast is hidden");
+    let refused = call(&plain, "weather.forecast", json!({})).await;
+    assert_eq!(error_code(&refused).as_deref(), Some("insufficient_scope"));
+    assert_eq!(
+        error_code(&call(&plain, "weather.alerts", json!({})).await),
+        None
+    );
+    assert_eq!(
+        upstream.calls_ok().await,
+        1,
+        "the refused call never reached the upstream"
+    );
+
+    let reader = client_as(
+        &gw,
+        &sign("k1", &k1, &claims(json!({"scope": "tools weather:read"}))),
+        None,
+    )
+    .await;
+    let mut listed = names(reader.list_all_tools().await.unwrap());
+    listed.sort();
+    assert_eq!(listed, ["weather.alerts", "weather.forecast"]);
+    assert_eq!(
+        error_code(&call(&reader, "weather.forecast", json!({})).await),
+        None
+    );
+    drop((plain, reader));
     gw.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -94,6 +94,23 @@ pub struct JwtConfig {
     /// Clock skew allowed on `exp` and `nbf`. Default 30 s; at most 5 minutes.
     #[serde(default = "default_leeway", with = "duration")]
     pub leeway: Duration,
+    /// Static API keys for machine clients (`[[auth.api_keys]]`), sent as
+    /// `Authorization: Bearer <key>` instead of a JWT. Only their SHA-256 is in the config.
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyConfig>,
+}
+
+/// One `[[auth.api_keys]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Who holds it: the identity its calls are rate-limited and audited by (`key:<name>`).
+    pub name: String,
+    /// The key's SHA-256, 64 hex digits (`printf %s "$KEY" | sha256sum`).
+    pub sha256: String,
+    /// Its scopes.
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 fn default_leeway() -> Duration {
@@ -593,6 +610,22 @@ impl GatewayConfig {
                 if jwt.leeway > Duration::from_secs(300) {
                     return Err(ConfigError::new("auth.leeway", "must be at most 300s"));
                 }
+                let mut names = HashSet::new();
+                for (i, key) in jwt.api_keys.iter().enumerate() {
+                    check_name(
+                        format!("auth.api_keys[{i}].name"),
+                        &key.name,
+                        &mut names,
+                        "API key",
+                    )?;
+                    if key.sha256.len() != 64 || !key.sha256.bytes().all(|b| b.is_ascii_hexdigit())
+                    {
+                        return Err(ConfigError::new(
+                            format!("auth.api_keys[{i}].sha256"),
+                            "64 hex digits: the key's SHA-256 (printf %s \"$KEY\" | sha256sum), never the key",
+                        ));
+                    }
+                }
             }
         }
         Ok(())
@@ -640,6 +673,15 @@ mod tests {
         };
         assert!(GatewayConfig::from_toml(&jwt("")).is_ok());
         assert_eq!(err(&jwt("leeway = \"1h\"\n")).field, "auth.leeway");
+        let key = |sha: &str| {
+            jwt(&format!(
+                "[[auth.api_keys]]\nname = \"bot\"\nsha256 = \"{sha}\"\n"
+            ))
+        };
+        assert!(GatewayConfig::from_toml(&key(&"ab".repeat(32))).is_ok());
+        let plain = err(&key("sk-the-key-itself"));
+        assert_eq!(plain.field, "auth.api_keys[0].sha256");
+        assert!(plain.reason.contains("never the key"), "{plain}");
         assert!(err(&jwt("audience = \"x\"\n")).reason.contains("audience"));
         assert_eq!(
             err(&format!("{http}partition = \"nope\"\n")).field,

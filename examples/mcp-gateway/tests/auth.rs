@@ -259,6 +259,7 @@ mod never_panics {
             resource: "https://tools.test/mcp".into(),
             required_scope: None,
             tool_scopes: Default::default(),
+            api_keys: Vec::new(),
             leeway: std::time::Duration::from_secs(5),
         })
     }
@@ -403,4 +404,32 @@ tool_scopes = {{ "weather.forecast" = "weather:read" }}
     drop((plain, reader));
     gw.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machine_clients_use_api_keys_stored_as_hashes() {
+    let upstream = Upstream::start(&[]).await;
+    let secret = format!("sk-{}", unique("key"));
+    let hash: String = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    // The JWKS is never needed: keys are checked first.
+    let config = format!(
+        "{SERVER}{}[auth]\nmode = \"jwt\"\nissuer = \"{ISSUER}\"\njwks_url = \"http://127.0.0.1:9/jwks\"\nresource = \"{RESOURCE}\"\nrequired_scope = \"tools\"\n[[auth.api_keys]]\nname = \"ci-bot\"\nsha256 = \"{hash}\"\nscopes = [\"tools\"]\n[[auth.api_keys]]\nname = \"no-scope\"\nsha256 = \"{}\"\n",
+        http_connector("weather", &upstream.url, ""),
+        "0".repeat(64)
+    );
+    let gw = Gateway::start(&config, &[]).await;
+    let client = client_as(&gw, &secret, None).await;
+    assert_eq!(
+        error_code(&call(&client, "weather.forecast", json!({})).await),
+        None
+    );
+    drop(client);
+    let (status, challenge, _) = initialize(&gw, Some(&format!("Bearer {secret}x"))).await;
+    assert_eq!(status, 401);
+    assert!(challenge.starts_with("Bearer"), "{challenge}");
+    gw.stop().await;
 }

@@ -361,6 +361,17 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
     if let Some(crate::config::AuthConfig::Jwt(jwt)) = &config.auth {
         gateway.set_tool_scopes(jwt.tool_scopes.clone());
     }
+    let mut quotas = Vec::new();
+    for rule in &config.quotas {
+        let mut quota_config = rate_limit.clone();
+        quota_config.quota = rule.quota;
+        let limiter = quota_config
+            .build(format!("quota-{}", rule.name))
+            .registry(&registry)
+            .finish()?;
+        quotas.push((rule.clone(), limiter));
+    }
+    gateway.set_quotas(quotas);
     let workers = std::iter::once(&dlq)
         .chain(local.as_ref())
         .map(|queue| {

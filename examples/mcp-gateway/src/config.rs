@@ -60,6 +60,50 @@ pub struct GatewayConfig {
     /// `mode = "none"` written out (the demo does, and says so at start).
     #[serde(default)]
     pub auth: Option<AuthConfig>,
+    /// More quotas on tool calls (`[[quotas]]`), each with its own key and quota, on top of
+    /// `[rate_limit]`; every rule that applies to a call must admit it, and a refusal names
+    /// the rule. Same backend as `[rate_limit]` (memory or Redis).
+    #[serde(default)]
+    pub quotas: Vec<QuotaRule>,
+}
+
+/// What a quota rule's bucket is per.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuotaKey {
+    /// The caller's identity (its token's subject, an API key's name), or its address when
+    /// it has none.
+    Identity,
+    /// The caller's address (IPv6: its network).
+    Ip,
+    /// The tool called (`<connector>.<tool>`).
+    Tool,
+}
+
+/// One `[[quotas]]` rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaRule {
+    /// Its name: in refusals, and its limiter's (`quota-<name>`) in the admin API.
+    pub name: String,
+    /// What a bucket is per: one or more of `identity`, `ip`, `tool`.
+    pub key: Vec<QuotaKey>,
+    /// The tools it applies to: exact names or `<connector>.*`. Default: all.
+    #[serde(default)]
+    pub tools: Vec<String>,
+    /// Its quota.
+    pub quota: palisade::ratelimit::Quota,
+}
+
+impl QuotaRule {
+    /// Whether the rule applies to a call of `tool`.
+    pub fn applies_to(&self, tool: &str) -> bool {
+        self.tools.is_empty()
+            || self.tools.iter().any(|t| match t.strip_suffix(".*") {
+                Some(connector) => tool.split_once('.').is_some_and(|(c, _)| c == connector),
+                None => t == tool,
+            })
+    }
 }
 
 /// `[auth]`: how MCP clients are authenticated.
@@ -583,6 +627,24 @@ impl GatewayConfig {
                 }
             }
         }
+        let mut rules = HashSet::new();
+        for (i, rule) in self.quotas.iter().enumerate() {
+            check_name(
+                format!("quotas[{i}].name"),
+                &rule.name,
+                &mut rules,
+                "quota rule",
+            )?;
+            if rule.key.is_empty() {
+                return Err(ConfigError::new(
+                    format!("quotas[{i}].key"),
+                    "one or more of identity, ip, tool",
+                ));
+            }
+            rule.quota
+                .validate()
+                .map_err(|e| e.within(&format!("quotas[{i}].quota")))?;
+        }
         match &self.auth {
             None => {
                 return Err(ConfigError::new(
@@ -679,6 +741,14 @@ mod tests {
             ))
         };
         assert!(GatewayConfig::from_toml(&key(&"ab".repeat(32))).is_ok());
+        let rule = |key: &str| {
+            format!(
+                "{http}[[quotas]]\nname = \"q\"\nkey = {key}\nquota = {{ rate = 1, period = \"1m\", burst = 1 }}\n"
+            )
+        };
+        assert!(GatewayConfig::from_toml(&rule("[\"identity\", \"tool\"]")).is_ok());
+        assert_eq!(err(&rule("[]")).field, "quotas[0].key");
+        assert!(err(&rule("[\"country\"]")).reason.contains("country"));
         let plain = err(&key("sk-the-key-itself"));
         assert_eq!(plain.field, "auth.api_keys[0].sha256");
         assert!(plain.reason.contains("never the key"), "{plain}");

@@ -21,6 +21,7 @@ use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::config::{QuotaKey, QuotaRule};
 use crate::connector::{Backend, CallError};
 use crate::replay::{ReplayPolicy, idempotency_key};
 
@@ -46,6 +47,8 @@ pub struct DeadCall {
 pub struct Caller {
     /// The client's IP address (kept in dead-letter entries).
     pub address: String,
+    /// Its address's rate-limit key (IPv6: its network), whatever its identity.
+    pub ip_key: String,
     /// Its rate-limit key: its authenticated identity (`sub:<subject>` of its bearer token)
     /// when it has one, so clients behind one address have their own quotas and one client
     /// across addresses shares one; else the address, or for IPv6 its network
@@ -59,6 +62,7 @@ impl Caller {
         let address = address.into();
         Caller {
             key: address.clone(),
+            ip_key: address.clone(),
             address,
         }
     }
@@ -91,6 +95,8 @@ pub enum Refusal {
     RateLimited {
         /// When the next call is admitted.
         retry_after: Duration,
+        /// The `[[quotas]]` rule that refused, when it was one (else `[rate_limit]`).
+        rule: Option<String>,
     },
     /// The connector's breaker is open (or half-open with every trial slot taken).
     BreakerOpen {
@@ -217,6 +223,8 @@ struct Inner {
     cut: tokio_util::sync::CancellationToken,
     /// The scope each listed tool needs (`[auth] tool_scopes`), by its served name.
     tool_scopes: std::sync::OnceLock<BTreeMap<String, String>>,
+    /// The `[[quotas]]` rules and their limiters.
+    quotas: std::sync::OnceLock<Vec<(QuotaRule, Limiter)>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -243,12 +251,25 @@ fn tool_error(message: String, details: Value) -> CallToolResult {
 
 fn refusal_result(tool: &str, refusal: &Refusal) -> CallToolResult {
     match refusal {
-        Refusal::RateLimited { retry_after } => tool_error(
+        Refusal::RateLimited {
+            retry_after,
+            rule: None,
+        } => tool_error(
             format!(
                 "Rate limited: this client has used up its quota of tool calls. Retry after {} ms.",
                 millis(*retry_after)
             ),
             json!({"error": "rate_limited", "tool": tool, "retry_after_ms": millis(*retry_after)}),
+        ),
+        Refusal::RateLimited {
+            retry_after,
+            rule: Some(rule),
+        } => tool_error(
+            format!(
+                "Rate limited by the quota {rule:?}: its calls are used up for now. Retry after {} ms.",
+                millis(*retry_after)
+            ),
+            json!({"error": "rate_limited", "tool": tool, "rule": rule, "retry_after_ms": millis(*retry_after)}),
         ),
         Refusal::BreakerOpen { state, retry_after } => {
             let when = retry_after.map_or_else(
@@ -298,6 +319,7 @@ impl Gateway {
                 peers: parking_lot::Mutex::new(Vec::new()),
                 calls: tokio_util::task::TaskTracker::new(),
                 tool_scopes: std::sync::OnceLock::new(),
+                quotas: std::sync::OnceLock::new(),
                 draining: std::sync::atomic::AtomicBool::new(false),
                 cut: tokio_util::sync::CancellationToken::new(),
             }),
@@ -319,6 +341,11 @@ impl Gateway {
     /// if they were set already (nothing changes then).
     pub fn set_tool_scopes(&self, scopes: BTreeMap<String, String>) -> bool {
         self.inner.tool_scopes.set(scopes).is_ok()
+    }
+
+    /// Sets the `[[quotas]]` rules, once, before serving; `false` if they were set already.
+    pub fn set_quotas(&self, quotas: Vec<(QuotaRule, Limiter)>) -> bool {
+        self.inner.quotas.set(quotas).is_ok()
     }
 
     /// The scope `tool` needs that `claims` lack, if any (none without authentication).
@@ -453,8 +480,35 @@ impl Gateway {
                 name,
                 &Refusal::RateLimited {
                     retry_after: limited.retry_after,
+                    rule: None,
                 },
             ));
+        }
+        if let Some(quotas) = self.inner.quotas.get() {
+            for (rule, limiter) in quotas {
+                if !rule.applies_to(name) {
+                    continue;
+                }
+                let key = rule
+                    .key
+                    .iter()
+                    .map(|k| match k {
+                        QuotaKey::Identity => client.key.as_str(),
+                        QuotaKey::Ip => client.ip_key.as_str(),
+                        QuotaKey::Tool => name,
+                    })
+                    .collect::<Vec<_>>()
+                    .join("|");
+                if let Err(limited) = limiter.check(&key).await {
+                    return Ok(refusal_result(
+                        name,
+                        &Refusal::RateLimited {
+                            retry_after: limited.retry_after,
+                            rule: Some(rule.name.clone()),
+                        },
+                    ));
+                }
+            }
         }
         if !connector.backend.has_tool(tool).await {
             if connector.backend.tools().is_empty() {
@@ -619,10 +673,9 @@ impl Gateway {
             Outcome::Refused(Refusal::PartitionFull { message, .. }) => {
                 Err(Failure::unavailable(message))
             }
-            Outcome::Refused(Refusal::RateLimited { retry_after }) => Err(Failure::rate_limited(
-                "rate limited".to_owned(),
-                retry_after,
-            )),
+            Outcome::Refused(Refusal::RateLimited { retry_after, .. }) => Err(
+                Failure::rate_limited("rate limited".to_owned(), retry_after),
+            ),
             Outcome::Failed(failure) => Err(failure),
             // The server died during the replay: park it (it may be a poison call).
             Outcome::Lost(failure) => Err(Failure::client_error(format!(
@@ -667,16 +720,18 @@ fn client_of(client_ip: &ClientIp, context: &RequestContext<RoleServer>) -> Call
     match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
         Some(ConnectInfo(peer)) => {
             let ip = client_ip.resolve(peer.ip(), &parts.headers);
+            let ip_key = client_ip.key_of(ip).to_string();
             let key = match parts
                 .extensions
                 .get::<crate::auth::Claims>()
                 .and_then(|c| c.sub.as_deref())
             {
                 Some(subject) => format!("sub:{subject}"),
-                None => client_ip.key_of(ip).to_string(),
+                None => ip_key.clone(),
             };
             Caller {
                 address: ip.to_string(),
+                ip_key,
                 key,
             }
         }

@@ -1090,3 +1090,83 @@ async fn probes_get_their_own_listener_and_the_mcp_endpoint_checks_its_host() {
     assert_eq!(status, 200, "{body}");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_rules_each_limit_their_own_key_and_a_refusal_names_the_rule() {
+    let (redis_url, _conn) = palisade_testkit::shared_redis().await;
+    let upstream = Upstream::start(&[]).await;
+    // A tight quota on forecasts per client and tool; alerts only under the loose one.
+    let config = format!(
+        r#"{SERVER}[[connectors]]
+name = "weather"
+kind = "http"
+url = "{}"
+tools = [{{ name = "forecast" }}, {{ name = "alerts" }}]
+
+[[quotas]]
+name = "forecasts"
+key = ["identity", "tool"]
+tools = ["weather.forecast"]
+quota = {{ rate = 1, period = "1h", burst = 2 }}
+
+[[quotas]]
+name = "weather-per-ip"
+key = ["ip"]
+tools = ["weather.*"]
+quota = {{ rate = 1, period = "1h", burst = 3 }}
+"#,
+        upstream.url
+    );
+    for backend in ["memory", "redis"] {
+        let mut env = vec![("RATE_LIMIT_BACKEND", backend)];
+        if backend == "redis" {
+            env.push(("REDIS_URL", redis_url.as_str()));
+        }
+        // Every run its own client address, so Redis buckets of earlier runs do not count.
+        let address = format!(
+            "203.0.113.{}",
+            if backend == "redis" {
+                fastrand::u8(1..250)
+            } else {
+                1
+            }
+        );
+        let mut env_with_proxy = env.clone();
+        env_with_proxy.push(("TRUSTED_PROXIES", "127.0.0.1"));
+        let gw = Gateway::start(&config, &env_with_proxy).await;
+        let client = gw.client_via_proxy(&address).await;
+        let mut codes = Vec::new();
+        let mut rules = Vec::new();
+        for tool in [
+            "weather.forecast",
+            "weather.forecast",
+            "weather.forecast",
+            "weather.alerts",
+            "weather.alerts",
+        ] {
+            let r = call(&client, tool, json!({})).await;
+            codes.push(error_code(&r));
+            rules.push(
+                r.structured_content
+                    .as_ref()
+                    .and_then(|s| s["rule"].as_str().map(str::to_owned)),
+            );
+        }
+        let limited = Some("rate_limited".to_owned());
+        assert_eq!(
+            codes,
+            [None, None, limited.clone(), None, limited.clone()],
+            "{backend}: forecasts stop at 2; the per-IP rule (a refused call does not count) stops the 5th"
+        );
+        assert_eq!(rules[2].as_deref(), Some("forecasts"), "{backend}");
+        assert_eq!(rules[4].as_deref(), Some("weather-per-ip"), "{backend}");
+        // Each rule is a rate limiter in the admin API.
+        let snapshot = gw.get("/rate-limiters/quota-forecasts").await;
+        assert!(
+            snapshot["snapshot"]["rejected_total"].as_u64().unwrap() >= 1,
+            "{snapshot}"
+        );
+        drop(client);
+        gw.stop().await;
+    }
+}

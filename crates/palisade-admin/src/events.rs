@@ -15,7 +15,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::{BroadcastStream, WatchStream};
 use tokio_stream::{Stream, StreamExt};
 
-use crate::auth::Reader;
+use crate::auth::Access;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -126,7 +126,7 @@ fn selector(q: &EventsQuery) -> Result<Selector, ApiError> {
 
 /// `GET /admin/events?kind=&component=&type=&since_seq=&limit=`: kept events, oldest first.
 pub(crate) async fn recent(
-    _: Reader,
+    access: Access,
     State(s): State<AppState>,
     query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -139,6 +139,8 @@ pub(crate) async fn recent(
     let skip = events.len().saturating_sub(limit);
     events.drain(..skip);
     let last_seq = events.last().map(|e| e.seq).or(q.since_seq);
+    let full = matches!(access, Access::Operator { .. });
+    let events: Vec<Value> = events.iter().map(|e| event_json(e, full)).collect();
     Ok(Json(json!({
         "count": events.len(),
         "published": bus.published(),
@@ -147,11 +149,29 @@ pub(crate) async fn recent(
     })))
 }
 
-fn sse_event(e: &Event) -> SseEvent {
-    match serde_json::to_string(e) {
-        Ok(data) => SseEvent::default().id(e.seq.to_string()).data(data),
-        Err(err) => SseEvent::default().comment(format!("event {} not serializable: {err}", e.seq)),
+/// Fields of an event that may carry data (notice details, audit snapshots): shown to the
+/// operator token only.
+const DETAIL_FIELDS: [&str; 3] = ["details", "before", "after"];
+
+/// An event as JSON; without `full`, its detail fields are redacted.
+fn event_json(e: &Event, full: bool) -> Value {
+    let mut v = serde_json::to_value(e).unwrap_or(Value::Null);
+    if !full && let Some(fields) = v.as_object_mut() {
+        for key in DETAIL_FIELDS {
+            if let Some(value) = fields.get_mut(key)
+                && !value.is_null()
+            {
+                *value = Value::from("redacted: the operator token shows it");
+            }
+        }
     }
+    v
+}
+
+fn sse_event(e: &Event, full: bool) -> SseEvent {
+    SseEvent::default()
+        .id(e.seq.to_string())
+        .data(event_json(e, full).to_string())
 }
 
 /// `GET /admin/events/stream?kind=&component=&type=&since_seq=`: live events as server-sent
@@ -160,7 +180,7 @@ fn sse_event(e: &Event) -> SseEvent {
 /// missed (all kept events when the number is ahead of the bus: the process restarted). A client too slow for the broadcast channel gets an `event: lagged` with the count
 /// it missed, then newer events.
 pub(crate) async fn stream(
-    _: Reader,
+    access: Access,
     State(s): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<EventsQuery>, QueryRejection>,
@@ -188,9 +208,14 @@ pub(crate) async fn stream(
     };
     // Events up to here are replayed (or were seen before the reconnection): skip them live.
     let floor = replay.last().map(|e| e.seq).or(resume).unwrap_or(0);
-    let replay = tokio_stream::iter(replay.into_iter().map(|e| Some(Ok(sse_event(&e)))));
+    let full = matches!(access, Access::Operator { .. });
+    let replay = tokio_stream::iter(
+        replay
+            .into_iter()
+            .map(move |e| Some(Ok(sse_event(&e, full)))),
+    );
     let live = live.filter_map(move |item| match item {
-        Ok(e) if e.seq > floor && sel.matches(&e) => Some(Some(Ok(sse_event(&e)))),
+        Ok(e) if e.seq > floor && sel.matches(&e) => Some(Some(Ok(sse_event(&e, full)))),
         Ok(_) => None,
         Err(BroadcastStreamRecvError::Lagged(missed)) => Some(Some(Ok(SseEvent::default()
             .event("lagged")

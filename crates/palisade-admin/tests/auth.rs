@@ -421,3 +421,43 @@ async fn dead_letter_payloads_are_shown_to_the_operator_only_and_that_read_is_au
     assert_eq!((actor.as_str(), action.as_str()), ("alice", "read_payload"));
     assert_eq!(before["id"], id);
 }
+
+#[tokio::test]
+async fn event_details_are_shown_to_the_operator_only() {
+    let f = fixture().await;
+    let app = AdminRouter::builder(&f.registry)
+        .health(&f.monitor)
+        .token(TOKEN)
+        .viewer_token(VIEWER)
+        .build();
+    let r = send(
+        &app,
+        post(
+            "/admin/circuit-breakers/slack",
+            r#"{"action":"force_open"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let audit = |reply: &Reply| {
+        reply.json["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == "audit")
+            .cloned()
+            .unwrap_or_else(|| panic!("no audit event in {}", reply.text))
+    };
+    let viewer = format!("Bearer {VIEWER}");
+    let seen = send(
+        &app,
+        get_with("/admin/events", &[("authorization", &viewer)]),
+    )
+    .await;
+    let e = audit(&seen);
+    assert_eq!(e["action"], "force_open", "the event itself is shown: {e}");
+    assert!(e["before"].as_str().unwrap().starts_with("redacted"), "{e}");
+    assert!(e["after"].as_str().unwrap().starts_with("redacted"), "{e}");
+    let full = send(&app, get("/admin/events")).await;
+    assert!(audit(&full)["after"].is_object(), "{}", full.text);
+}

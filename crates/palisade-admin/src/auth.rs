@@ -33,7 +33,12 @@ const CHALLENGE_INVALID: &str = "Bearer realm=\"palisade-admin\", error=\"invali
 
 /// Compares two byte strings in time that depends only on their lengths, never on where they
 /// first differ, so a wrong token's answer time tells nothing about the right one.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+///
+/// ```
+/// assert!(palisade_admin::constant_time_eq(b"s3cret", b"s3cret"));
+/// assert!(!palisade_admin::constant_time_eq(b"s3cret", b"s3creT"));
+/// ```
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = a.len() ^ b.len();
     for i in 0..a.len().max(b.len()) {
         let x = a.get(i).copied().unwrap_or(0);

@@ -142,6 +142,7 @@ mod state;
 
 pub use auth::{
     ACTOR_HEADER, DEFAULT_ACTOR, FILE_SUFFIX, MAX_ACTOR_LEN, TOKEN_ENV, VIEWER_TOKEN_ENV,
+    constant_time_eq,
 };
 pub use components::{KIND_PATHS, kind_path};
 pub use events::DEFAULT_EVENTS_LIMIT;

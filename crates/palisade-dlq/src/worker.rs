@@ -300,6 +300,14 @@ struct Held {
     length: Duration,
 }
 
+/// What keeping an entry's lease needs (its payload is the handler's by then).
+struct Kept {
+    id: EntryId,
+    token: u64,
+    until: tokio::time::Instant,
+    length: Duration,
+}
+
 /// A spawned handler, aborted when dropped: a handler never outlives its worker (an aborted
 /// worker, or one shut down past its grace, drops its entries' futures, hence this).
 struct AbortOnDrop<R>(JoinHandle<R>);
@@ -322,11 +330,11 @@ enum Run {
 /// Runs `handler` while keeping the lease: it is extended every third of its length, and when
 /// it is lost (another worker claimed the entry) or cannot be extended before it ends, the
 /// handler is stopped.
-async fn run_leased<Fut>(inner: &Inner, held: &Held, handler: Fut) -> Run
+async fn run_leased<Fut>(inner: &Inner, held: &Kept, handler: Fut) -> Run
 where
     Fut: Future<Output = Result<(), Failure>> + Send + 'static,
 {
-    let (id, token) = (held.lease.entry.id, held.lease.token);
+    let (id, token) = (held.id, held.token);
     // Run the handler in its own task so that a panic is a failure, not a dead worker.
     let mut task = AbortOnDrop(tokio::spawn(handler));
     let every = (held.length / 3).max(Duration::from_millis(1));
@@ -399,11 +407,15 @@ where
     F: Fn(Entry<T>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), Failure>> + Send + 'static,
 {
-    let Lease {
-        entry,
-        token,
-        deliveries,
-    } = held.lease.clone();
+    let Held {
+        lease: Lease {
+            entry,
+            token,
+            deliveries,
+        },
+        until,
+        length,
+    } = held;
     let (id, attempts) = (entry.id, entry.attempts);
     let max_deliveries = inner.config().max_deliveries;
     if deliveries > max_deliveries {
@@ -438,7 +450,13 @@ where
         history: entry.history,
     };
     state.handled.fetch_add(1, Ordering::Relaxed);
-    let outcome = match run_leased(inner, &held, handler(typed)).await {
+    let kept = Kept {
+        id,
+        token,
+        until,
+        length,
+    };
+    let outcome = match run_leased(inner, &kept, handler(typed)).await {
         Run::Done(result) => result,
         Run::LeaseLost(why) => {
             state.stale.fetch_add(1, Ordering::Relaxed);

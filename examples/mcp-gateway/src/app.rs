@@ -515,7 +515,7 @@ fn mcp_server_config(
     if server.allowed_hosts.iter().any(|h| h.trim() == "*") {
         return config.disable_allowed_hosts();
     }
-    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"]
+    let mut hosts: Vec<String> = palisade::admin::DEFAULT_ALLOWED_HOSTS
         .into_iter()
         .map(str::to_owned)
         .collect();

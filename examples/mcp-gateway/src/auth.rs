@@ -23,6 +23,8 @@ use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::json;
 
+use palisade::admin::constant_time_eq;
+
 use crate::config::JwtConfig;
 
 /// Where the protected-resource metadata is served.
@@ -280,16 +282,6 @@ impl JwtVerifier {
         }
         response
     }
-}
-
-/// Compares two byte strings in time that depends only on their lengths.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
-        diff = std::hint::black_box(diff);
-    }
-    diff == 0
 }
 
 /// The metadata URL of a resource (`https://h/mcp` → `https://h/.well-known/...`).

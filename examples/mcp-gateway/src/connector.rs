@@ -11,13 +11,13 @@ use parking_lot::Mutex;
 use rmcp::ServiceExt;
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ContentBlock, ErrorCode, JsonObject, MetaObject,
-    RequestMetaObject, Tool, ToolAnnotations,
+    RequestMetaObject, Tool,
 };
 use rmcp::service::{RoleClient, RunningService, ServiceError};
 use serde_json::Value;
 
 use crate::config::{ToolConfig, ToolHints};
-use crate::replay::{IDEMPOTENCY_HEADER, IDEMPOTENCY_META};
+use crate::replay::{IDEMPOTENCY_HEADER, IDEMPOTENCY_META, ReplayPolicy};
 
 /// Longest upstream error text kept in a tool error or a dead-letter entry.
 const MAX_ERROR_TEXT: usize = 512;
@@ -81,13 +81,16 @@ impl Backend {
         }
     }
 
-    /// The MCP annotations of `tool` (HTTP: from the config; stdio: as the server lists them).
-    pub fn annotations(&self, tool: &str) -> Option<ToolAnnotations> {
+    /// The replay policy `tool`'s MCP annotations give (HTTP: from the config; stdio: as the
+    /// server lists them). Read in place: nothing is copied on the call path.
+    pub fn default_replay(&self, tool: &str) -> ReplayPolicy {
         let find = |tools: &[Tool]| {
-            tools
-                .iter()
-                .find(|t| t.name == tool)
-                .and_then(|t| t.annotations.clone())
+            ReplayPolicy::from_annotations(
+                tools
+                    .iter()
+                    .find(|t| t.name == tool)
+                    .and_then(|t| t.annotations.as_ref()),
+            )
         };
         match self {
             Backend::Http(h) => find(&h.tools),

@@ -139,8 +139,7 @@ impl Connector {
         if let Some(policy) = self.replay {
             return (policy, true);
         }
-        let annotations = self.backend.annotations(tool);
-        (ReplayPolicy::from_annotations(annotations.as_ref()), false)
+        (self.backend.default_replay(tool), false)
     }
 
     /// Runs one call: breaker, then bulkhead, then the backend under the call timeout.

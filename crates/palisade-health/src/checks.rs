@@ -300,65 +300,92 @@ pub use self::redis_check::RedisCheck;
 #[cfg(feature = "redis")]
 mod redis_check {
     use std::fmt;
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
     use async_trait::async_trait;
     use palisade_core::ConfigError;
-    use redis::aio::ConnectionManager;
+    use palisade_core::redis::{ConnectionOptions, IntoRedisConfig, RedisConnection};
 
     use crate::check::{CheckResult, HealthCheck, format_latency};
 
-    /// Healthy when Redis answers `PING`.
+    /// Healthy when Redis answers `PING` and reports a usable role: a primary (with how many
+    /// of its replicas are online), and on a cluster a cluster state of `ok`. Degraded when
+    /// the node answers but is a replica or the cluster is failing (reads may work, writes
+    /// will not); unhealthy when it does not answer.
     ///
-    /// One lazily opened, auto-reconnecting connection is kept between checks. The URL (which
-    /// may carry a password) is never printed, by `Debug` or in messages.
+    /// Works on every topology of [`RedisConfig`](palisade_core::redis::RedisConfig): one node,
+    /// a Sentinel group (the check follows the primary through failovers) or a cluster. One
+    /// lazily opened, auto-reconnecting connection is kept between checks. Credentials are
+    /// never printed, by `Debug` or in messages.
     ///
     /// ```no_run
     /// use palisade_health::checks::RedisCheck;
     ///
     /// # async fn demo() -> Result<(), palisade_core::ConfigError> {
-    /// let redis = RedisCheck::new("redis://127.0.0.1:6379")?;
+    /// let redis = RedisCheck::new("redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster")?;
     /// # let _ = redis;
     /// # Ok(()) }
     /// ```
     #[derive(Clone)]
     pub struct RedisCheck {
-        conn: ConnectionManager,
+        conn: RedisConnection,
     }
 
     impl fmt::Debug for RedisCheck {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.debug_struct("RedisCheck").finish_non_exhaustive()
+            f.debug_struct("RedisCheck")
+                .field("topology", &self.conn.topology_name())
+                .finish_non_exhaustive()
         }
     }
 
     impl RedisCheck {
-        /// A check of the Redis at `url` (`redis://[:password@]host[:port][/db]`). Nothing is
-        /// connected until the first check. Must be called inside a tokio runtime; refused,
-        /// naming the field `url`, outside one or when the URL does not parse.
-        pub fn new(url: &str) -> Result<RedisCheck, ConfigError> {
-            // A check fails fast: one reconnect attempt, shorter waits.
-            let config = palisade_core::redis::connection_config()
-                .set_response_timeout(Some(Duration::from_secs(2)))
-                .set_max_delay(Duration::from_millis(500))
-                .set_number_of_retries(1);
-            let conn = palisade_core::redis::lazy_connection(url, "url", config)?;
+        /// A check of the Redis `redis` points at: a URL (`redis://`, `rediss://`,
+        /// `redis+sentinel://…/<master>`, `redis+cluster://…`) or a
+        /// [`RedisConfig`](palisade_core::redis::RedisConfig). Nothing is connected until the
+        /// first check, which fails fast (2 s for a reply, one reconnection attempt). Must be
+        /// called inside a tokio runtime; refused, naming the field, outside one, when the URL
+        /// does not parse or TLS files cannot be read.
+        pub fn new(redis: impl IntoRedisConfig) -> Result<RedisCheck, ConfigError> {
+            let rename = |e: ConfigError| ConfigError {
+                field: if e.field == "redis_url" {
+                    "url".into()
+                } else {
+                    e.field
+                },
+                ..e
+            };
+            let config = redis.into_redis_config().map_err(rename)?;
+            let conn =
+                RedisConnection::open(&config, ConnectionOptions::fail_fast()).map_err(rename)?;
             Ok(RedisCheck { conn })
         }
     }
 
     #[async_trait]
     impl HealthCheck for RedisCheck {
-        /// `"PING answered in 0.41 ms"`, or unhealthy `"Redis unreachable: …"`.
+        /// `"PING answered in 0.41 ms; primary, 1 of 1 replicas online"`, degraded `"…;
+        /// replica, link to its primary up"` or `"…; cluster FAIL: …"`, or unhealthy
+        /// `"Redis unreachable: …"`.
         async fn check(&self) -> CheckResult {
             let started = Instant::now();
             let mut conn = self.conn.clone();
-            match redis::cmd("PING").query_async::<String>(&mut conn).await {
-                Ok(_) => CheckResult::healthy(format!(
-                    "PING answered in {}",
-                    format_latency(started.elapsed())
+            if let Err(e) = redis::cmd("PING").query_async::<String>(&mut conn).await {
+                return CheckResult::unhealthy(format!("Redis unreachable: {e}"));
+            }
+            let latency = format_latency(started.elapsed());
+            match self.conn.server_state().await {
+                Ok(state) if state.is_ok() => {
+                    CheckResult::healthy(format!("PING answered in {latency}; {}", state.summary()))
+                }
+                Ok(state) => CheckResult::degraded(format!(
+                    "PING answered in {latency}; {}",
+                    state.summary()
                 )),
-                Err(e) => CheckResult::unhealthy(format!("Redis unreachable: {e}")),
+                // Managed Redis may refuse INFO or CLUSTER INFO; PING is the verdict then.
+                Err(e) => {
+                    CheckResult::healthy(format!("PING answered in {latency}; role unknown ({e})"))
+                }
             }
         }
     }

@@ -219,13 +219,20 @@ mod redis {
                 result.message.starts_with("PING answered in "),
                 "{result:?}"
             );
+            // The shared Redis is a primary without replicas.
+            assert!(
+                result
+                    .message
+                    .ends_with("; primary, 0 of 0 replicas online"),
+                "{result:?}"
+            );
         }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_check_on_a_closed_port_is_unhealthy_and_never_shows_the_password() {
         let port = closed_port().await;
-        let check = RedisCheck::new(&format!("redis://:hunter2@127.0.0.1:{port}/0")).unwrap();
+        let check = RedisCheck::new(format!("redis://:hunter2@127.0.0.1:{port}/0")).unwrap();
         assert!(!format!("{check:?}").contains("hunter2"));
         let result = tokio::time::timeout(DEADLINE, check.check()).await.unwrap();
         assert_eq!(result.status, Status::Unhealthy, "{result:?}");

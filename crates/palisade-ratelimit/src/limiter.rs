@@ -191,9 +191,17 @@ pub struct RateLimitConfig {
     pub max_keys: usize,
     /// Redis backend: failure policy, budget, key prefix.
     pub redis: RedisOptions,
-    /// Redis backend: the server's URL. Never serialized (it may carry a password).
-    #[serde(skip_serializing)]
-    pub redis_url: Option<String>,
+    /// Redis backend: where Redis is (one node, Sentinel or Cluster; see
+    /// [`RedisConfig`](palisade_core::redis::RedisConfig)). Set in code or from `REDIS_URL` and
+    /// the `REDIS_SENTINEL_*` / `REDIS_TLS_*` variables; never serialized (it may carry a
+    /// password). In a config file, `redis_url = "redis+sentinel://…"` sets it.
+    #[cfg(feature = "redis")]
+    #[serde(
+        skip_serializing,
+        rename = "redis_url",
+        deserialize_with = "redis_from_url"
+    )]
+    pub redis_server: Option<palisade_core::redis::RedisConfig>,
 }
 
 impl Default for RateLimitConfig {
@@ -203,7 +211,8 @@ impl Default for RateLimitConfig {
             quota: Quota::default(),
             max_keys: DEFAULT_MAX_KEYS,
             redis: RedisOptions::default(),
-            redis_url: None,
+            #[cfg(feature = "redis")]
+            redis_server: None,
         }
     }
 }
@@ -213,7 +222,11 @@ impl RateLimitConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.quota.validate().map_err(|e| e.within("quota"))?;
         self.redis.validate().map_err(|e| e.within("redis"))?;
-        if self.backend == Backend::Redis && self.redis_url.is_none() {
+        #[cfg(feature = "redis")]
+        let missing = self.redis_server.is_none();
+        #[cfg(not(feature = "redis"))]
+        let missing = false;
+        if self.backend == Backend::Redis && missing {
             return Err(ConfigError::new(
                 "redis_url",
                 "the redis backend needs a URL (REDIS_URL)",
@@ -256,7 +269,10 @@ impl RateLimitConfig {
         if let Some(v) = env.parse_duration("RATE_LIMIT_TIMEOUT", Duration::from_millis(1))? {
             cfg.redis.timeout = v;
         }
-        cfg.redis_url = env.get("REDIS_URL");
+        #[cfg(feature = "redis")]
+        {
+            cfg.redis_server = palisade_core::redis::RedisConfig::from_env_with(env)?;
+        }
         cfg.validate().map_err(|e| {
             let var = match e.field.as_str() {
                 "quota.rate" => "RATE_LIMIT_REQUESTS",
@@ -350,8 +366,10 @@ impl LimiterBuilder {
             }
             #[cfg(feature = "redis")]
             Backend::Redis => {
-                let url = cfg.redis_url.unwrap_or_default();
-                let mut b = RedisRateLimiter::builder(self.name, url)
+                let server = cfg.redis_server.ok_or_else(|| {
+                    ConfigError::new("redis_url", "the redis backend needs a URL (REDIS_URL)")
+                })?;
+                let mut b = RedisRateLimiter::builder(self.name, server)
                     .quota(cfg.quota)
                     .options(cfg.redis);
                 if let Some(c) = self.clock {
@@ -436,4 +454,14 @@ impl Limiter {
             Limiter::Redis(l) => l.name(),
         }
     }
+}
+
+#[cfg(feature = "redis")]
+fn redis_from_url<'de, D>(d: D) -> Result<Option<palisade_core::redis::RedisConfig>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let url: Option<String> = Option::deserialize(d)?;
+    url.map(|u| palisade_core::redis::RedisConfig::from_url(&u).map_err(serde::de::Error::custom))
+        .transpose()
 }

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use palisade_core::redis::{ConnectionOptions, IntoRedisConfig, RedisConfig, RedisConnection};
 use palisade_core::{
     BuildError, EventBus, EventKind, Registry, SharedClock, StripedCounter,
     clock::saturating_nanos, config::ConfigError,
 };
 use parking_lot::Mutex;
-use redis::aio::ConnectionManager;
 use serde::Serialize;
 
 use crate::core::Core;
@@ -72,7 +72,7 @@ pub struct RedisRateLimiter {
 
 struct Inner {
     core: Core,
-    conn: ConnectionManager,
+    conn: RedisConnection,
     script: redis::Script,
     prefix: String,
     options: Mutex<RedisOptions>,
@@ -102,7 +102,7 @@ impl fmt::Debug for RedisRateLimiter {
 #[must_use]
 pub struct Builder {
     name: String,
-    url: String,
+    redis: Result<RedisConfig, ConfigError>,
     quota: Quota,
     options: RedisOptions,
     registry: Option<Registry>,
@@ -190,11 +190,7 @@ impl Builder {
             self.registry.as_ref(),
             self.clock.clone(),
         )?;
-        let conn = palisade_core::redis::lazy_connection(
-            &self.url,
-            "redis_url",
-            palisade_core::redis::connection_config(),
-        )?;
+        let conn = RedisConnection::open(&self.redis?, ConnectionOptions::default())?;
         let fallback = {
             let b = KeyedRateLimiter::<String>::builder(format!("{}.fallback", core.name))
                 .quota(self.quota.share(self.options.instances));
@@ -246,12 +242,14 @@ pub struct RedisStatus {
 }
 
 impl RedisRateLimiter {
-    /// A builder for a limiter named `name` on the Redis at `url`
-    /// (`redis://[:password@]host:port[/db]`).
-    pub fn builder(name: impl Into<String>, url: impl Into<String>) -> Builder {
+    /// A builder for a limiter named `name` on the Redis `redis` points at: a URL
+    /// (`redis://[:password@]host:port[/db]`, `rediss://…`, `redis+sentinel://…/<master>`,
+    /// `redis+cluster://…`) or a [`RedisConfig`]. A URL that does not parse is reported by
+    /// `build`, naming `redis_url`.
+    pub fn builder(name: impl Into<String>, redis: impl IntoRedisConfig) -> Builder {
         Builder {
             name: name.into(),
-            url: url.into(),
+            redis: redis.into_redis_config(),
             quota: Quota::default(),
             options: RedisOptions::default(),
             registry: None,

@@ -154,7 +154,7 @@ async fn the_front_door_on_redis() {
     let cfg = RateLimitConfig {
         backend: Backend::Redis,
         quota: Quota::per_minute(60).with_burst(2),
-        redis_url: Some(url),
+        redis_server: Some(url.parse().unwrap()),
         ..RateLimitConfig::default()
     };
     let name = palisade_testkit::unique("tower-rl");

@@ -1,5 +1,5 @@
-//! Redis connections, opened the same way by every Redis-backed component (feature `redis`):
-//! the rate limiter, the dead-letter store and the health check.
+//! The single-node helpers that came before [`RedisConnection`](super::RedisConnection); kept
+//! while components move over.
 
 use std::time::Duration;
 

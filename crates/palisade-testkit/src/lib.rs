@@ -1,7 +1,9 @@
 //! # palisade-testkit
 //!
 //! Redis for the tests: the shared loopback Redis the test command starts, and private
-//! `redis-server` processes on spare ports for tests that stop or restart Redis.
+//! `redis-server` processes on spare ports for tests that stop or restart Redis; the shared
+//! Redis Cluster and private clusters ([`cluster`]), a primary with a replica and sentinels
+//! ([`sentinel`]), and Redis over TLS with throwaway certificates ([`tls`]).
 // Test support: a failure here is a broken test environment, and panicking says so loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -157,6 +159,14 @@ impl Drop for RedisServer {
 }
 
 pub mod alloc;
+pub mod cluster;
+mod process;
+pub mod sentinel;
+pub mod tls;
+
+pub use cluster::{RedisCluster, shared_cluster};
+pub use sentinel::SentinelGroup;
+pub use tls::TlsRedis;
 
 /// Polls `cond` (every 10 ms of real time) until it holds, failing the test with `what` after
 /// `deadline`: for waits on real processes, real Redis and real sockets, never for logic that a

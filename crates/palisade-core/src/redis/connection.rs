@@ -195,11 +195,25 @@ impl RedisConnection {
     /// replication`, and `CLUSTER INFO` on a cluster), for health checks.
     pub async fn server_state(&self) -> RedisResult<ServerState> {
         let mut conn = self.clone();
-        let info: String = redis::cmd("INFO")
+        let info: Value = redis::cmd("INFO")
             .arg("replication")
             .query_async(&mut conn)
             .await?;
-        let mut state = ServerState::from_info_replication(&info);
+        // On a cluster, INFO goes to every primary and comes back as a map node → text.
+        let mut state = match info {
+            Value::Map(nodes) => {
+                let mut states = Vec::with_capacity(nodes.len());
+                for (_, text) in nodes {
+                    let text: String = redis::from_redis_value(text)?;
+                    states.push(ServerState::from_info_replication(&text));
+                }
+                ServerState::combine(&states)
+            }
+            other => {
+                let text: String = redis::from_redis_value(other)?;
+                ServerState::from_info_replication(&text)
+            }
+        };
         state.topology = self.topology_name();
         if let Inner::Cluster(_) = &self.inner {
             let cluster: String = redis::cmd("CLUSTER")

@@ -65,6 +65,32 @@ impl ServerState {
         s
     }
 
+    /// The nodes of a cluster as one: `master` when every one is a primary, replicas summed,
+    /// the primary link down when any node's is.
+    pub fn combine(nodes: &[ServerState]) -> ServerState {
+        let mut s = ServerState {
+            role: if !nodes.is_empty() && nodes.iter().all(|n| n.role == "master") {
+                "master".to_owned()
+            } else {
+                nodes
+                    .iter()
+                    .map(|n| n.role.as_str())
+                    .find(|r| *r != "master")
+                    .unwrap_or_default()
+                    .to_owned()
+            },
+            ..ServerState::default()
+        };
+        for n in nodes {
+            s.connected_replicas += n.connected_replicas;
+            s.online_replicas += n.online_replicas;
+            if let Some(up) = n.primary_link_up {
+                s.primary_link_up = Some(s.primary_link_up.unwrap_or(true) && up);
+            }
+        }
+        s
+    }
+
     /// Whether the node is healthy as a data node: a primary, or a replica with its link up;
     /// on a cluster, the cluster's state is `ok` too.
     pub fn is_ok(&self) -> bool {

@@ -62,6 +62,37 @@ pub struct DlqConfig {
     pub warn_threshold: u64,
     /// Entries at which health reports `critical`. Default 100.
     pub critical_threshold: u64,
+    /// Redis store only: make every write wait until this many replicas have it (Redis
+    /// `WAIT`), so that an entry whose `push` returned survives a failover to a replica. Off by
+    /// default. Read when the queue is built ([`Builder::redis`](crate::Builder::redis)); see
+    /// [`RedisStore::wait_for_replicas`](crate::RedisStore::wait_for_replicas) for what a
+    /// write that reached fewer replicas means.
+    pub wait_for_replicas: Option<ReplicaWait>,
+}
+
+/// How many replicas a Redis write waits for, and how long ([`DlqConfig::wait_for_replicas`]).
+///
+/// ```
+/// use palisade_dlq::DlqConfig;
+///
+/// let cfg: DlqConfig = serde_json::from_str(
+///     r#"{"wait_for_replicas": {"replicas": 1, "timeout": "50ms"}}"#,
+/// ).unwrap();
+/// cfg.validate().unwrap();
+/// assert_eq!(cfg.wait_for_replicas.unwrap().replicas, 1);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaWait {
+    /// Replicas that must acknowledge each write (1 to 16).
+    pub replicas: u32,
+    /// How long a write waits for them (1 ms to 10 s). Default 100 ms.
+    #[serde(with = "duration", default = "default_wait_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_wait_timeout() -> Duration {
+    Duration::from_millis(100)
 }
 
 impl Default for DlqConfig {
@@ -79,6 +110,7 @@ impl Default for DlqConfig {
             max_payload_bytes: 1 << 20,
             warn_threshold: 50,
             critical_threshold: 100,
+            wait_for_replicas: None,
         }
     }
 }
@@ -116,6 +148,15 @@ impl DlqConfig {
         )?;
         check_range("max_error_len", self.max_error_len, 16, 1 << 20)?;
         check_range("max_payload_bytes", self.max_payload_bytes, 16, 512 << 20)?;
+        if let Some(w) = &self.wait_for_replicas {
+            check_range("wait_for_replicas.replicas", w.replicas, 1, 16)?;
+            check_duration(
+                "wait_for_replicas.timeout",
+                w.timeout,
+                Duration::from_millis(1),
+                Duration::from_secs(10),
+            )?;
+        }
         if self.critical_threshold < self.warn_threshold {
             return Err(ConfigError::new(
                 "critical_threshold",

@@ -57,7 +57,7 @@ mod redis_store;
 mod store;
 mod worker;
 
-pub use config::DlqConfig;
+pub use config::{DlqConfig, ReplicaWait};
 pub use control::{DlqCommand, DlqSnapshot};
 pub use failure::{Failure, FailureKind};
 pub use memory::MemoryStore;

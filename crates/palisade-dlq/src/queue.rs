@@ -272,6 +272,9 @@ pub struct Builder<T> {
     name: String,
     config: DlqConfig,
     store: Option<Arc<dyn Store>>,
+    /// Set by [`Builder::redis`]; the config's `wait_for_replicas` is applied at `build`.
+    #[cfg(feature = "redis")]
+    redis: Option<crate::redis_store::RedisStore>,
     registry: Option<Registry>,
     clock: Option<SharedClock>,
     _payload: PhantomData<fn() -> T>,
@@ -299,22 +302,32 @@ where
     /// Keeps entries in `store`. Default: a [`MemoryStore`].
     pub fn store(mut self, store: Arc<dyn Store>) -> Self {
         self.store = Some(store);
+        #[cfg(feature = "redis")]
+        {
+            self.redis = None;
+        }
         self
     }
 
-    /// Keeps entries in Redis at `url` (connecting lazily), in a queue named like this one.
-    /// Call inside a tokio runtime: it also starts a check of Redis's `maxmemory-policy` in
-    /// the background, which warns (through `tracing`) unless it is `noeviction`.
+    /// Keeps entries in the Redis `redis` points at (a URL of any topology, or a
+    /// [`RedisConfig`](palisade_core::redis::RedisConfig)), connecting lazily, in a queue named
+    /// like this one. Call inside a tokio runtime: it also starts a check of Redis's
+    /// `maxmemory-policy` in the background, which warns (through `tracing`) unless it is
+    /// `noeviction`. With [`DlqConfig::wait_for_replicas`] set, every write waits for that
+    /// many replicas (see [`RedisStore::wait_for_replicas`](crate::RedisStore::wait_for_replicas)).
     #[cfg(feature = "redis")]
-    pub fn redis(mut self, url: &str) -> Result<Self, ConfigError> {
-        let store = crate::redis_store::RedisStore::new(url, &self.name)?;
+    pub fn redis(
+        mut self,
+        redis: impl palisade_core::redis::IntoRedisConfig,
+    ) -> Result<Self, ConfigError> {
+        let store = crate::redis_store::RedisStore::new(redis, &self.name)?;
         let check = store.clone();
         tokio::spawn(async move {
             if let Err(e) = check.check_config().await {
                 tracing::warn!(error = %e, "could not check Redis's maxmemory-policy");
             }
         });
-        self.store = Some(Arc::new(store));
+        self.redis = Some(store);
         Ok(self)
     }
 
@@ -335,9 +348,17 @@ where
         palisade_core::registry::check_name(&self.name)?;
         self.config.validate()?;
         let clock = self.clock.unwrap_or_else(SystemClock::shared);
-        let store = self
-            .store
-            .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(clock.clone())));
+        #[cfg(feature = "redis")]
+        let store = match self.redis {
+            Some(redis) => Some(Arc::new(match self.config.wait_for_replicas {
+                Some(w) => redis.wait_for_replicas(w.replicas, w.timeout),
+                None => redis,
+            }) as Arc<dyn Store>),
+            None => self.store,
+        };
+        #[cfg(not(feature = "redis"))]
+        let store = self.store;
+        let store = store.unwrap_or_else(|| Arc::new(MemoryStore::with_clock(clock.clone())));
         let dlq = DeadLetterQueue {
             inner: Arc::new(Inner {
                 name: Arc::from(self.name),
@@ -369,6 +390,8 @@ where
             name: name.into(),
             config: DlqConfig::default(),
             store: None,
+            #[cfg(feature = "redis")]
+            redis: None,
             registry: None,
             clock: None,
             _payload: PhantomData,

@@ -218,6 +218,7 @@ pub struct Trimmed {
 /// Why a store operation failed. Nothing was changed when one is returned, except where the
 /// variant says otherwise.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The backend (Redis) failed or could not be reached; retrying may succeed.
     #[error("dead-letter store unavailable: {0}")]
@@ -227,6 +228,22 @@ pub enum StoreError {
     /// worker's claim moves it to the quarantine instead of handing it out).
     #[error("corrupt dead-letter entry: {0}")]
     Corrupt(String),
+    /// The write **was applied** on the Redis primary, but fewer replicas than asked
+    /// acknowledged it before the timeout (see
+    /// [`RedisStore::wait_for_replicas`](crate::RedisStore::wait_for_replicas)). The change is
+    /// not undone: it stands on the primary and is lost only if the primary fails over before
+    /// a replica has it, so the caller cannot know whether it survives a failover. Retrying an
+    /// enqueue may store the entry twice but never loses it.
+    #[error(
+        "dead-letter write reached the Redis primary but only {acked} of {wanted} replicas \
+         acknowledged it in time: it may be lost at failover"
+    )]
+    NotReplicated {
+        /// Replicas that acknowledged the write (Redis `WAIT`'s reply).
+        acked: u32,
+        /// Replicas asked for.
+        wanted: u32,
+    },
 }
 
 /// Atomic operations on a queue's entries. Implemented by [`RedisStore`](crate::RedisStore) and

@@ -1,5 +1,6 @@
-//! One behavioural suite, run against both stores: the in-memory store and the Redis store on
-//! the real Redis the test command starts. Time is real here (Redis keeps its own); waits are
+//! One behavioural suite, run against every store: the in-memory store, the Redis store on
+//! the single Redis the test command starts, and the Redis store on the 3-primary Redis
+//! Cluster it starts. Time is real here (Redis keeps its own); waits are
 //! polls with a deadline, and retry delays are zero or a few milliseconds.
 #![allow(clippy::unwrap_used)]
 
@@ -84,6 +85,14 @@ async fn memory_store(_name: &str) -> Arc<dyn Store> {
 async fn redis_store(name: &str) -> Arc<dyn Store> {
     let (url, _conn) = palisade_testkit::shared_redis().await;
     Arc::new(RedisStore::new(&url, name).unwrap())
+}
+
+/// The shared 3-primary Redis Cluster: every script's keys are declared and share the
+/// queue's hash tag, so each call runs on the primary of the queue's slot.
+async fn cluster_store(name: &str) -> Arc<dyn Store> {
+    let seeds = palisade_testkit::shared_cluster();
+    let config = palisade_core::redis::RedisConfig::cluster(&seeds).unwrap();
+    Arc::new(RedisStore::new(config, name).unwrap())
 }
 
 /// Sets its flag when dropped: tells a test that a handler's future was dropped.
@@ -829,7 +838,13 @@ mod cases {
     }
 
     pub async fn handlers_stop_with_their_worker(store: Arc<dyn Store>) {
-        let dlq = queue::<Call>("cases-handlers-stop", store, fast_config());
+        // Short leases: the second worker gets the entries the aborted one held once their
+        // leases run out, not after the default 30 s.
+        let config = DlqConfig {
+            lease: Duration::from_secs(1),
+            ..fast_config()
+        };
+        let dlq = queue::<Call>("cases-handlers-stop", store, config);
         for n in 0..2 {
             dlq.push("op", &call(n), Failure::timeout("t"))
                 .await
@@ -1050,3 +1065,4 @@ macro_rules! suite {
 
 suite!(memory_store);
 suite!(redis_store);
+suite!(cluster_store);

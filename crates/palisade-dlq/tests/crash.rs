@@ -12,6 +12,8 @@ use parking_lot::Mutex;
 use redis::AsyncCommands;
 
 const CHILD_QUEUE: &str = "PALISADE_DLQ_CHILD_QUEUE";
+/// The Redis of the child's queue (a URL of any topology).
+const CHILD_REDIS: &str = "PALISADE_DLQ_CHILD_REDIS";
 
 fn config(lease: Duration) -> DlqConfig {
     DlqConfig {
@@ -45,8 +47,10 @@ where
 #[ignore = "run as a child process by a_killed_worker_process_loses_nothing"]
 async fn child_worker() {
     let queue = std::env::var(CHILD_QUEUE).expect("started by the parent test");
+    let store = std::env::var(CHILD_REDIS).expect("started by the parent test");
+    // The bookkeeping of the test lives on the shared single Redis.
     let (url, _) = shared_redis().await;
-    let dlq = dlq(&url, &queue, Duration::from_millis(500));
+    let dlq = dlq(&store, &queue, Duration::from_millis(500));
     let started = format!("{queue}:started");
     let _worker = dlq.worker(move |e| {
         let (url, started) = (url.clone(), started.clone());
@@ -62,9 +66,25 @@ async fn child_worker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_process_loses_nothing() {
-    let (url, mut conn) = shared_redis().await;
+    let (url, _) = shared_redis().await;
+    killed_worker_case(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_process_loses_nothing_on_a_cluster() {
+    let hosts: Vec<String> = palisade_testkit::shared_cluster()
+        .iter()
+        .map(|seed| seed.trim_start_matches("redis://").to_owned())
+        .collect();
+    killed_worker_case(&format!("redis+cluster://{}", hosts.join(","))).await;
+}
+
+/// A child process takes every entry of a queue on `store` and is killed (SIGKILL) while its
+/// handlers run; the entries are delivered again, each once.
+async fn killed_worker_case(store: &str) {
+    let (_, mut conn) = shared_redis().await;
     let queue = unique("crash-child");
-    let q = dlq(&url, &queue, Duration::from_millis(500));
+    let q = dlq(store, &queue, Duration::from_millis(500));
     let mut ids = BTreeSet::new();
     for n in 0..5 {
         ids.insert(q.push("op", &n, Failure::timeout("t")).await.unwrap());
@@ -72,6 +92,7 @@ async fn a_killed_worker_process_loses_nothing() {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child_worker", "--ignored", "--nocapture"])
         .env(CHILD_QUEUE, &queue)
+        .env(CHILD_REDIS, store)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

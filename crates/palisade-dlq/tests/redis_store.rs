@@ -66,6 +66,8 @@ async fn cleanup(store: &RedisStore) {
         "tok",
         "stats",
         "kinds",
+        "entries",
+        "dlv",
     ]
     .iter()
     .map(|k| key(store, k))
@@ -78,15 +80,37 @@ async fn cleanup(store: &RedisStore) {
         .unwrap();
 }
 
-/// An entry's raw parts: status line, origin line, payload (see the key layout of `RedisStore`).
-async fn raw_entry(store: &RedisStore, id: EntryId) -> Option<(String, String, Vec<u8>)> {
+/// The field of entry `id` in the `entries` hash (its id, zero-padded).
+fn field(id: EntryId) -> String {
+    format!("{id:020}")
+}
+
+/// An entry's raw value, as stored in the `entries` hash.
+async fn raw_value(store: &RedisStore, id: EntryId) -> Option<Vec<u8>> {
     let mut conn = raw().await;
-    let v: Option<Vec<u8>> = redis::cmd("GET")
-        .arg(store.entry_key(id))
+    redis::cmd("HGET")
+        .arg(store.entries_key())
+        .arg(field(id))
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// Replaces an entry's raw value by hand.
+async fn set_raw_value(store: &RedisStore, id: EntryId, value: &[u8]) {
+    let mut conn = raw().await;
+    let _: () = redis::cmd("HSET")
+        .arg(store.entries_key())
+        .arg(field(id))
+        .arg(value)
         .query_async(&mut conn)
         .await
         .unwrap();
-    let v = v?;
+}
+
+/// An entry's raw parts: status line, origin line, payload (see the key layout of `RedisStore`).
+async fn raw_entry(store: &RedisStore, id: EntryId) -> Option<(String, String, Vec<u8>)> {
+    let v = raw_value(store, id).await?;
     let mut parts = v.splitn(3, |&b| b == b'\n');
     let status = String::from_utf8(parts.next().unwrap().to_vec()).unwrap();
     let origin = String::from_utf8(parts.next().unwrap().to_vec()).unwrap();
@@ -118,13 +142,7 @@ async fn corrupt(store: &RedisStore, id: EntryId, field: &str, json: &str) {
     line.replace_range(start..end, json);
     let mut value = format!("{status}\n{origin}\n").into_bytes();
     value.extend_from_slice(&payload);
-    let mut conn = raw().await;
-    let _: () = redis::cmd("SET")
-        .arg(store.entry_key(id))
-        .arg(value)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    set_raw_value(store, id, &value).await;
 }
 
 /// The token of an entry's current lease, read from the `leases` hash (ids zero-padded).
@@ -989,20 +1007,16 @@ async fn stray_members_and_unreadable_entries_do_not_block_the_queue() {
     let mut conn = raw().await;
     // An entry deleted by hand leaves members in the indexes; one whose status line is not
     // JSON cannot be read at all.
-    let _: () = redis::cmd("DEL")
-        .arg(store.entry_key(ids[0]))
+    let _: () = redis::cmd("HDEL")
+        .arg(store.entries_key())
+        .arg(field(ids[0]))
         .query_async(&mut conn)
         .await
         .unwrap();
     let (_, origin, payload) = raw_entry(&store, ids[1]).await.unwrap();
     let mut value = format!("not json\n{origin}\n").into_bytes();
     value.extend_from_slice(&payload);
-    let _: () = redis::cmd("SET")
-        .arg(store.entry_key(ids[1]))
-        .arg(&value)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    set_raw_value(&store, ids[1], &value).await;
     match store.get(ids[1]).await {
         Err(StoreError::Corrupt(msg)) => assert!(msg.contains("field status"), "{msg}"),
         other => panic!("expected a corrupt entry, got {other:?}"),
@@ -1015,12 +1029,11 @@ async fn stray_members_and_unreadable_entries_do_not_block_the_queue() {
     assert_eq!(stats.total, 3);
     assert_eq!(stats.by_state[&EntryState::Quarantined], 1);
     assert_eq!(stats.by_state[&EntryState::Leased], 2);
-    let kept: Option<Vec<u8>> = redis::cmd("GET")
-        .arg(store.entry_key(ids[1]))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(kept, Some(value), "raw bytes kept");
+    assert_eq!(
+        raw_value(&store, ids[1]).await,
+        Some(value),
+        "raw bytes kept"
+    );
     // The oldest entry (the unreadable one) has no first failure time; trimming passes it over.
     assert_eq!(stats.oldest_first_failed_ms, None);
     let newest = leases[1].entry.first_failed_ms;
@@ -1053,7 +1066,7 @@ async fn concurrent_claims_never_share_an_entry() {
     let mut tasks = Vec::new();
     for i in 0..4 {
         // Separate connections, as separate processes would have.
-        let s = RedisStore::connect(&url(), store.queue()).await.unwrap();
+        let s = RedisStore::connect(url(), store.queue()).await.unwrap();
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
@@ -1093,13 +1106,13 @@ async fn config_checks_and_errors() {
     assert!(!format!("{secret:?}").contains("s3cret"));
 
     for bad in ["", "has space", "a/b", "{tag}", &"x".repeat(129)] {
-        let e = RedisStore::new(&url(), bad).unwrap_err();
+        let e = RedisStore::new(url(), bad).unwrap_err();
         assert_eq!(e.field, "queue", "{bad:?}");
     }
     let e = RedisStore::new("http://127.0.0.1:6379", "q").unwrap_err();
     assert_eq!(e.field, "redis_url");
     assert!(matches!(
-        RedisStore::connect(&url(), "a b").await,
+        RedisStore::connect(url(), "a b").await,
         Err(StoreError::Unavailable(msg)) if msg.contains("queue")
     ));
     cleanup(&store).await;

@@ -10,6 +10,7 @@ use axum::serve::Listener;
 use palisade::admin::AdminRouter;
 use palisade::breaker::CircuitBreaker;
 use palisade::bulkhead::Bulkhead;
+use palisade::core::redis::RedisConfig;
 use palisade::core::{BuildError, ConfigError, Registry};
 use palisade::dlq::{DeadLetterQueue, Worker};
 use palisade::health::checks::{HttpCheck, RedisCheck, TcpCheck};
@@ -66,9 +67,10 @@ pub enum StartError {
 /// What the caller may set besides the config file.
 #[derive(Debug, Clone, Default)]
 pub struct StartOptions {
-    /// `REDIS_URL`: the dead-letter queue is kept in Redis (and a Redis health check added);
-    /// the rate limiter uses it when its backend is `redis`.
-    pub redis_url: Option<String>,
+    /// Redis (`REDIS_URL` and the `REDIS_SENTINEL_*` / `REDIS_TLS_*` variables; one node,
+    /// Sentinel or Cluster): the dead-letter queue is kept in Redis (and a Redis health check
+    /// added); the rate limiter uses it when its backend is `redis`.
+    pub redis: Option<RedisConfig>,
     /// The admin token; `None` refuses every admin mutation.
     pub admin_token: Option<String>,
     /// The Prometheus handle for `/metrics`, when a recorder is installed.
@@ -321,8 +323,8 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
     }
 
     let mut rate_limit = config.rate_limit.clone();
-    if rate_limit.redis_url.is_none() {
-        rate_limit.redis_url = options.redis_url.clone();
+    if rate_limit.redis_server.is_none() {
+        rate_limit.redis_server = options.redis.clone();
     }
     let limiter = rate_limit
         .build(RATE_LIMITER)
@@ -333,17 +335,17 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
     let mut dlq = DeadLetterQueue::<DeadCall>::builder(queue)
         .config(config.dlq.clone())
         .registry(&registry);
-    if let Some(url) = &options.redis_url {
-        dlq = dlq.redis(url)?;
+    if let Some(redis) = &options.redis {
+        dlq = dlq.redis(redis)?;
         monitor
-            .add(REDIS_COMPONENT, RedisCheck::new(url)?)
+            .add(REDIS_COMPONENT, RedisCheck::new(redis)?)
             .critical(false)
             .start()?;
     }
     let dlq = dlq.build()?;
     // With Redis, a second queue in memory keeps the calls that fail while Redis is down (they
     // are lost only if this process also dies before they are replayed).
-    let local = match &options.redis_url {
+    let local = match &options.redis {
         Some(_) => Some(
             DeadLetterQueue::<DeadCall>::builder(format!("{queue}{LOCAL_SUFFIX}"))
                 .config(config.dlq.clone())

@@ -455,7 +455,8 @@ impl GatewayConfig {
         GatewayConfig::from_toml(DEMO_CONFIG)
     }
 
-    /// Applies `RATE_LIMIT_BACKEND`, `REDIS_URL` and `HEALTH_MONITOR_AUTO_RESTART` from `env`,
+    /// Applies `RATE_LIMIT_BACKEND`, `REDIS_URL` (with `REDIS_SENTINEL_*` and `REDIS_TLS_*`) and
+    /// `HEALTH_MONITOR_AUTO_RESTART` from `env`,
     /// then validates again.
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = env("RATE_LIMIT_BACKEND") {
@@ -466,8 +467,10 @@ impl GatewayConfig {
                 )
             })?;
         }
-        if let Some(url) = env("REDIS_URL").filter(|u| !u.trim().is_empty()) {
-            self.rate_limit.redis_url = Some(url);
+        if let Some(redis) =
+            palisade::core::redis::RedisConfig::from_env_with(&palisade::core::Env::from_fn(&env))?
+        {
+            self.rate_limit.redis_server = Some(redis);
         }
         if let Some(v) = env("HEALTH_MONITOR_AUTO_RESTART") {
             self.auto_restart = match v.trim() {

@@ -634,6 +634,29 @@ impl Gateway {
                 ),
                 facts("automatic", json!({"queue": queue, "id": id})),
             ),
+            // With `wait_for_replicas`: the entry is on the Redis primary, no replica confirmed it.
+            Err(
+                e @ DlqError::Store {
+                    source: StoreError::NotReplicated { .. },
+                    ..
+                },
+            ) => {
+                tracing::warn!(tool = name, error = %e, "dead letter stored on the Redis primary only");
+                tool_error(
+                    format!(
+                        "The call failed ({kind}): {message}. It was stored for {} on the Redis primary, but no replica confirmed it in time, so it is lost if Redis fails over before they catch up. Do not retry it yourself unless an operator finds it missing.",
+                        if park {
+                            "an operator"
+                        } else {
+                            "automatic replay"
+                        }
+                    ),
+                    facts(
+                        if park { "parked" } else { "automatic" },
+                        json!({"queue": main.name(), "id": null, "replicated": false}),
+                    ),
+                )
+            }
             Err(e) => {
                 tracing::error!(tool = name, error = %e, "could not dead-letter a failed call");
                 tool_error(

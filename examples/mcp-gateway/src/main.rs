@@ -17,7 +17,10 @@ usage: mcp-gateway [--config FILE]          serve (default: the embedded demo co
        mcp-gateway --print-demo-config      print the demo configuration, to start your own
        mcp-gateway flaky-upstream [FLAGS]   run the demo upstream (see flaky-upstream --help)
 
-environment: MCP_GATEWAY_CONFIG (a config file), REDIS_URL, RATE_LIMIT_BACKEND=memory|redis,
+environment: MCP_GATEWAY_CONFIG (a config file), RATE_LIMIT_BACKEND=memory|redis,
+REDIS_URL (redis://, rediss://, redis+sentinel://host:port,…/master, redis+cluster://host:port,…),
+REDIS_SENTINEL_USERNAME / REDIS_SENTINEL_PASSWORD, REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE /
+REDIS_TLS_KEY_FILE (mutual TLS), REDIS_TLS_INSECURE (tests only),
 PALISADE_ADMIN_TOKEN or PALISADE_ADMIN_TOKEN_FILE (operator; generated and printed when unset),
 PALISADE_VIEWER_TOKEN or PALISADE_VIEWER_TOKEN_FILE (admin reads only), HEALTH_MONITOR_AUTO_RESTART,
 MCP_GATEWAY_DLQ_QUEUE, TRUSTED_PROXIES (proxies whose X-Forwarded-For names the client),
@@ -180,7 +183,8 @@ async fn serve(config: GatewayConfig) -> Result<(), String> {
         .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
         .ok();
     let options = StartOptions {
-        redis_url: env("REDIS_URL"),
+        redis: palisade::core::redis::RedisConfig::from_env()
+            .map_err(|e| format!("invalid environment: {e}"))?,
         admin_token: Some(admin_token.clone()),
         prometheus,
         dlq_queue: env("MCP_GATEWAY_DLQ_QUEUE"),

@@ -124,6 +124,7 @@ impl RedisConnection {
             ));
         }
         config.validate()?;
+        #[allow(clippy::let_unit_value)] // `()` without the `redis-tls` feature
         let certs = super::tls::certificates(config)?;
         let inner = match config.topology() {
             Topology::Single => {

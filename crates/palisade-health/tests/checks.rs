@@ -230,6 +230,64 @@ mod redis {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_check_reports_the_cluster_state() {
+        let config =
+            palisade_core::redis::RedisConfig::cluster(palisade_testkit::shared_cluster()).unwrap();
+        let check = RedisCheck::new(&config).unwrap();
+        let result = tokio::time::timeout(DEADLINE, check.check()).await.unwrap();
+        assert_eq!(result.status, Status::Healthy, "{result:?}");
+        assert!(
+            result
+                .message
+                .contains("; cluster ok: 16384 slots ok, 0 failing, 3 primaries, 3 nodes; primary"),
+            "{result:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_check_on_a_replica_is_degraded_and_says_why() {
+        // No diskless-sync delay: the replica syncs at once, not after 5 s.
+        let primary = palisade_testkit::RedisServer::start_with(&[
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--repl-diskless-sync-delay",
+            "0",
+        ]);
+        let port = primary.port.to_string();
+        let replica = palisade_testkit::RedisServer::start_with(&[
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--replicaof",
+            "127.0.0.1",
+            &port,
+        ]);
+        let check = RedisCheck::new(replica.url()).unwrap();
+        palisade_testkit::eventually("the replica's link is up", DEADLINE, || async {
+            check
+                .check()
+                .await
+                .message
+                .ends_with("; replica, link to its primary up")
+        })
+        .await;
+        let result = check.check().await;
+        assert_eq!(result.status, Status::Degraded, "{result:?}");
+        // And its primary reports it.
+        let result = RedisCheck::new(primary.url()).unwrap().check().await;
+        assert_eq!(result.status, Status::Healthy, "{result:?}");
+        assert!(
+            result
+                .message
+                .ends_with("; primary, 1 of 1 replicas online"),
+            "{result:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_check_on_a_closed_port_is_unhealthy_and_never_shows_the_password() {
         let port = closed_port().await;
         let check = RedisCheck::new(format!("redis://:hunter2@127.0.0.1:{port}/0")).unwrap();

@@ -470,6 +470,13 @@ impl GatewayConfig {
         if let Some(redis) =
             palisade::core::redis::RedisConfig::from_env_with(&palisade::core::Env::from_fn(&env))?
         {
+            // A missing or unreadable TLS file stops the start here, naming its variable.
+            redis.check_files().map_err(|e| {
+                ConfigError::new(
+                    palisade::core::redis::RedisConfig::env_field(&e.field),
+                    e.reason,
+                )
+            })?;
             self.rate_limit.redis_server = Some(redis);
         }
         if let Some(v) = env("HEALTH_MONITOR_AUTO_RESTART") {

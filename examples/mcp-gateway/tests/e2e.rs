@@ -1170,3 +1170,103 @@ quota = {{ rate = 1, period = "1h", burst = 3 }}
         gw.stop().await;
     }
 }
+
+/// The gateway on a Redis reached through `env` (`REDIS_URL` and friends): a failed call is
+/// queued in Redis (not in the in-memory fallback), the limiter decides on Redis, and the
+/// `redis` health component says what it reaches (`expect` in its message).
+async fn gateway_keeps_its_state_in(env: &[(&str, &str)], expect: &str) {
+    let queue = unique("e2e-topology");
+    let upstream = Upstream::start(&["--failure-rate", "1"]).await;
+    let config = format!(
+        "{SERVER}[breaker]\nconsecutive_failures = 10\n{}",
+        http_connector("weather", &upstream.url, "replay = \"idempotent\"")
+    );
+    let mut env = env.to_vec();
+    env.push(("RATE_LIMIT_BACKEND", "redis"));
+    env.push(("MCP_GATEWAY_DLQ_QUEUE", queue.as_str()));
+    let gw = Gateway::start(&config, &env).await;
+    let client = gw.client().await;
+    let failed = call(&client, "weather.forecast", json!({"city": "Oslo"})).await;
+    let queued = &failed.structured_content.as_ref().unwrap()["queued"];
+    assert_eq!(queued["queue"], queue.as_str(), "{failed:?}");
+    let entry = gw
+        .get(&format!("/dlq/{queue}/entries/{}", queued["id"]))
+        .await;
+    assert_eq!(entry["payload"]["arguments"]["city"], "Oslo", "{entry}");
+    let limiter = gw.get("/rate-limiters/mcp-clients").await;
+    let redis = &limiter["snapshot"]["redis"];
+    assert_eq!(redis["available"], true, "{limiter}");
+    assert_eq!(redis["backend_errors_total"], 0, "{limiter}");
+    let (status, checked) = gw
+        .post(
+            "/health/components/redis",
+            Some(TOKEN),
+            json!({"action": "check"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(checked["result"]["status"], "healthy", "{checked}");
+    let message = checked["result"]["message"].as_str().unwrap();
+    assert!(message.contains(expect), "{checked}");
+    let (status, _) = gw
+        .post(
+            &format!("/dlq/{queue}"),
+            Some(TOKEN),
+            json!({"action": "purge"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    drop(client);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_on_redis_over_mutual_tls() {
+    let redis = palisade_testkit::TlsRedis::start(true);
+    let (url, ca, cert, key) = (
+        redis.url(),
+        redis.ca_file().display().to_string(),
+        redis.client_cert_file().display().to_string(),
+        redis.client_key_file().display().to_string(),
+    );
+    gateway_keeps_its_state_in(
+        &[
+            ("REDIS_URL", url.as_str()),
+            ("REDIS_TLS_CA_FILE", ca.as_str()),
+            ("REDIS_TLS_CERT_FILE", cert.as_str()),
+            ("REDIS_TLS_KEY_FILE", key.as_str()),
+        ],
+        "; primary, 0 of 0 replicas online",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_on_a_redis_cluster() {
+    let hosts: Vec<String> = palisade_testkit::shared_cluster()
+        .iter()
+        .map(|seed| seed.trim_start_matches("redis://").to_owned())
+        .collect();
+    let url = format!("redis+cluster://{}", hosts.join(","));
+    gateway_keeps_its_state_in(
+        &[("REDIS_URL", url.as_str())],
+        "; cluster ok: 16384 slots ok",
+    )
+    .await;
+}
+
+#[test]
+fn a_missing_redis_ca_file_stops_the_gateway_naming_the_variable() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-gateway"))
+        .env("REDIS_URL", "rediss://127.0.0.1:1")
+        .env("REDIS_TLS_CA_FILE", "/nonexistent/redis-ca.pem")
+        .env("PALISADE_ADMIN_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("REDIS_TLS_CA_FILE") && stderr.contains("/nonexistent/redis-ca.pem"),
+        "{stderr}"
+    );
+}

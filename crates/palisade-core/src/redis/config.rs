@@ -358,6 +358,23 @@ impl RedisConfig {
         Ok(())
     }
 
+    /// Reads the TLS files (CA, client certificate and key) and checks that they are PEM, as
+    /// [`RedisConnection::open`](super::RedisConnection::open) will: for a program that wants
+    /// to refuse a bad file at start, before anything connects. Errors name `tls.ca_file`,
+    /// `tls.cert_file` or `tls.key_file` (or, with [`RedisConfig::env_field`], the variable).
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        self.validate()?;
+        #[allow(clippy::let_unit_value)] // `()` without the `redis-tls` feature
+        let _certs = super::tls::certificates(self)?;
+        Ok(())
+    }
+
+    /// The environment variable of [`RedisConfig::from_env`] that sets `field` (a field named
+    /// by this type's errors): `tls.ca_file` → `REDIS_TLS_CA_FILE`, …, else `REDIS_URL`.
+    pub fn env_field(field: &str) -> &'static str {
+        env_field(field)
+    }
+
     /// Single node, Sentinel or Cluster.
     pub fn topology(&self) -> &Topology {
         &self.topology
@@ -446,6 +463,7 @@ impl std::str::FromStr for RedisConfig {
 
 fn env_field(field: &str) -> &'static str {
     match field {
+        "tls.ca_file" => "REDIS_TLS_CA_FILE",
         "tls.key_file" => "REDIS_TLS_KEY_FILE",
         "tls.cert_file" => "REDIS_TLS_CERT_FILE",
         "sentinel_password" => "REDIS_SENTINEL_PASSWORD",

@@ -55,7 +55,9 @@ impl ConnectionOptions {
         }
     }
 
-    fn manager_config(&self) -> ConnectionManagerConfig {
+    /// What these options mean for a single node's connection manager (for a baseline that
+    /// should talk to Redis as Palisade does).
+    pub fn manager_config(&self) -> ConnectionManagerConfig {
         ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.response_timeout))

@@ -19,7 +19,6 @@
 
 mod config;
 mod connection;
-mod legacy;
 mod sentinel;
 mod slot;
 mod state;
@@ -27,6 +26,5 @@ mod tls;
 
 pub use config::{ENV_VARS, IntoRedisConfig, RedisConfig, TlsOptions, Topology};
 pub use connection::{ConnectionOptions, RedisConnection};
-pub use legacy::{connection_config, connection_info, lazy_connection};
 pub use slot::key_slot;
 pub use state::{ClusterState, ServerState};

@@ -91,11 +91,11 @@ impl ServerState {
         s
     }
 
-    /// Whether the node is healthy as a data node: a primary, or a replica with its link up;
-    /// on a cluster, the cluster's state is `ok` too.
+    /// Whether Palisade can write through this connection: the node is a primary (every
+    /// node, on a cluster) and, on a cluster, the cluster's state is `ok`. A replica answers
+    /// reads but refuses writes (`READONLY`).
     pub fn is_ok(&self) -> bool {
-        let node_ok = self.role == "master" || self.primary_link_up == Some(true);
-        node_ok && self.cluster.as_ref().is_none_or(|c| c.ok)
+        self.role == "master" && self.cluster.as_ref().is_none_or(|c| c.ok)
     }
 
     /// One line for a health check: `primary, 1 of 1 replicas online` or `cluster ok: 16384

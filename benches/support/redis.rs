@@ -35,10 +35,12 @@ pub async fn connect(url: &str, who: &str) -> ConnectionManager {
         )
     };
     let client = redis::Client::open(url).unwrap_or_else(|e| fail(&e));
-    let mut conn =
-        ConnectionManager::new_with_config(client, palisade::core::redis::connection_config())
-            .await
-            .unwrap_or_else(|e| fail(&e));
+    let mut conn = ConnectionManager::new_with_config(
+        client,
+        palisade::core::redis::ConnectionOptions::default().manager_config(),
+    )
+    .await
+    .unwrap_or_else(|e| fail(&e));
     let pong: String = redis::cmd("PING")
         .query_async(&mut conn)
         .await

@@ -7,9 +7,9 @@
 //!
 //! ```text
 //! mcp-load http://127.0.0.1:8080/mcp --list-tools
-//! mcp-load http://127.0.0.1:8080/mcp --tool weather.forecast --args '{"city": "c{i}"}' \
+//! mcp-load http://127.0.0.1:8080/mcp --tool weather_forecast --args '{"city": "c{i}"}' \
 //!     --sessions 2 --concurrency 16 --duration 10s --warmup 200
-//! mcp-load http://127.0.0.1:8080/mcp --tool notes.echo --args '{"text": "{i}"}' --calls 10000 --json
+//! mcp-load http://127.0.0.1:8080/mcp --tool notes_echo --args '{"text": "{i}"}' --calls 10000 --json
 //! ```
 //!
 //! Failed calls are counted by kind, never fatal: `tool_error:<error>` (a tool result with

@@ -32,7 +32,7 @@ pub enum Stop {
 /// use mcp_load::{ArgsTemplate, LoadConfig, Stop};
 ///
 /// # async fn demo() -> Result<(), mcp_load::LoadError> {
-/// let mut config = LoadConfig::new("http://127.0.0.1:8080/mcp", "weather.forecast");
+/// let mut config = LoadConfig::new("http://127.0.0.1:8080/mcp", "weather_forecast");
 /// config.args = ArgsTemplate::parse(r#"{"city": "city-{i}"}"#)?;
 /// config.sessions = 2;
 /// config.concurrency = 16;

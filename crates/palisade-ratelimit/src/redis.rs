@@ -201,6 +201,15 @@ impl Builder {
         }
         .build_unregistered()?;
         let prefix = format!("{}:{}:", self.options.key_prefix, core.name);
+        // Connect now, in the background, so that the first decision does not pay for the
+        // connection (a TLS handshake, a Sentinel lookup, a cluster's slot map) inside its
+        // time budget.
+        {
+            let mut conn = conn.clone();
+            tokio::spawn(async move {
+                let _ = redis::cmd("PING").query_async::<String>(&mut conn).await;
+            });
+        }
         Ok(RedisRateLimiter {
             inner: Arc::new(Inner {
                 core,

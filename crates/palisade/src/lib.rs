@@ -18,6 +18,7 @@
 //! | `health-redis` | [`health`] | plus the Redis check |
 //! | `tower` | [`tower`] | tower layers for every component, axum refusal responses |
 //! | `admin` | [`admin`] | the axum admin router and dashboard |
+//! | `mcp` | [`mcp`] | any rmcp MCP server with every tool call guarded (Rust 1.88) |
 //!
 //! ```
 //! # #[cfg(feature = "breaker")] {
@@ -48,6 +49,8 @@ pub use palisade_bulkhead as bulkhead;
 pub use palisade_dlq as dlq;
 #[cfg(feature = "health")]
 pub use palisade_health as health;
+#[cfg(feature = "mcp")]
+pub use palisade_mcp as mcp;
 #[cfg(feature = "ratelimit")]
 pub use palisade_ratelimit as ratelimit;
 #[cfg(feature = "tower")]

@@ -346,13 +346,13 @@ async fn bench() {
         let (mut direct, mut memory, mut with_redis) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
             direct.push(load(&direct_url, "echo_json", in_flight, calls).await);
-            memory.push(load(&memory_url, "bench.echo", in_flight, calls).await);
-            with_redis.push(load(&redis_url, "bench.echo", in_flight, calls).await);
+            memory.push(load(&memory_url, "bench_echo", in_flight, calls).await);
+            with_redis.push(load(&redis_url, "bench_echo", in_flight, calls).await);
         }
         // Round trips are counted in a run of their own: MONITOR costs Redis and this process
         // CPU time, which the timed runs should not pay.
         let monitor = redis.monitor().await;
-        let counted = load(&redis_url, "bench.echo", in_flight, COUNTED_CALLS).await;
+        let counted = load(&redis_url, "bench_echo", in_flight, COUNTED_CALLS).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         let (sent, limiter) = monitor.counts();
         drop(monitor);

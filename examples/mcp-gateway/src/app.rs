@@ -25,6 +25,7 @@ use crate::config::{
 };
 use crate::connector::{Backend, HttpBackend, StdioBackend, process_builder};
 use crate::gateway::{Connector, DeadCall, Gateway};
+use crate::remote::{RemoteBackend, RemoteCheck, UpstreamHeaders};
 use crate::sessions::{Sessions, refuse_when_full, track_responses};
 
 /// The name of the per-client rate limiter in the admin API.
@@ -209,6 +210,62 @@ async fn wait_for_tcp(addr: &str, limit: Duration) -> bool {
     false
 }
 
+/// The headers of an http or mcp connector: `headers`, `header_env` (read now) and the bearer
+/// token of `auth_token_env` or `auth_token_file`. A variable that is unset, or a file that
+/// cannot be read, stops the start, naming the field (never the value).
+fn upstream_headers(c: &ConnectorConfig) -> Result<UpstreamHeaders, ConfigError> {
+    let at = |f: &str| format!("connectors.{}.{f}", c.name);
+    let mut headers = UpstreamHeaders {
+        authorization: None,
+        other: c
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    };
+    for (header, var) in &c.header_env {
+        let value = std::env::var(var).map_err(|_| {
+            ConfigError::new(
+                at(&format!("header_env.{header}")),
+                format!("the environment variable {var} is not set"),
+            )
+        })?;
+        headers.other.push((header.clone(), value));
+    }
+    let token = match (&c.auth_token_env, &c.auth_token_file) {
+        (Some(var), _) => Some(std::env::var(var).map_err(|_| {
+            ConfigError::new(
+                at("auth_token_env"),
+                format!("the environment variable {var} is not set"),
+            )
+        })?),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| {
+                    ConfigError::new(
+                        at("auth_token_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?
+                .trim_end()
+                .to_owned(),
+        ),
+        (None, None) => None,
+    };
+    headers.authorization = token.map(|t| format!("Bearer {t}"));
+    for (k, v) in &headers.other {
+        if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err()
+            || reqwest::header::HeaderValue::from_str(v).is_err()
+        {
+            return Err(ConfigError::new(
+                at(&format!("headers.{k}")),
+                "not a valid HTTP header name and value",
+            ));
+        }
+    }
+    Ok(headers)
+}
+
 /// Watches `process` as the health component `name`: an exit is unhealthy at once (one failure,
 /// not a threshold), and the monitor restarts it with backoff and crash-loop protection. Not
 /// critical: one connector down leaves the gateway ready.
@@ -265,6 +322,7 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
     let mut connectors = Vec::new();
     let mut processes = Vec::new();
     let mut stdio_backends = Vec::new();
+    let mut remote_backends = Vec::new();
     let mut http_waits = Vec::new();
     let mut http_checks = Vec::new();
     let unlisted = |name: &str| ConfigError::new("partition", format!("no partition {name:?}"));
@@ -294,7 +352,29 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
                 }
                 // Added once the upstream listens (below), so it does not start out unhealthy.
                 http_checks.push((c.name.clone(), url.clone(), c.health_path.clone()));
-                Backend::Http(HttpBackend::new(&c.name, &url, &c.tools))
+                Backend::Http(HttpBackend::new(
+                    &c.name,
+                    &url,
+                    &c.tools,
+                    &upstream_headers(c)?.other,
+                ))
+            }
+            ConnectorKind::Mcp => {
+                let url = resolved.url.clone().unwrap_or_default();
+                if let Some(program) = &resolved.command {
+                    // An MCP server the gateway runs for this connector (the demo's).
+                    let name = format!("{}-process", c.name);
+                    let process =
+                        process_builder(&name, program, &resolved.args, &c.env, c.stop_grace)
+                            .build();
+                    process.start().await.map_err(StartError::Environment)?;
+                    supervise(&monitor, &name, &process)?;
+                    processes.push(process);
+                    http_waits.push(host_port(&url));
+                }
+                let remote = RemoteBackend::new(&c.name, &url, upstream_headers(c)?);
+                remote_backends.push((c.name.clone(), remote.clone()));
+                Backend::Remote(remote)
             }
             ConnectorKind::Stdio => {
                 let program = resolved.command.clone().unwrap_or_default();
@@ -359,7 +439,14 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
         .client_ip
         .clone()
         .unwrap_or_else(ClientIp::peer_only);
-    let gateway = Gateway::new(connectors, limiter, dlq.clone(), local.clone(), client_ip);
+    let gateway = Gateway::new(
+        connectors,
+        limiter,
+        dlq.clone(),
+        local.clone(),
+        client_ip,
+        &config.server.tool_separator,
+    );
     if let Some(crate::config::AuthConfig::Jwt(jwt)) = &config.auth {
         gateway.set_tool_scopes(jwt.tool_scopes.clone());
     }
@@ -397,6 +484,15 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
             None => monitor.add(&name, TcpCheck::new(host_port(&url))),
         };
         check.critical(false).start()?;
+    }
+    for (name, remote) in remote_backends {
+        // The first session and tool listing (not fatal: the health check and the first
+        // call try again).
+        remote.relist().await;
+        monitor
+            .add(&name, RemoteCheck(remote))
+            .critical(false)
+            .start()?;
     }
     for stdio in &stdio_backends {
         if !stdio.wait_ready(Duration::from_secs(3)).await {

@@ -88,7 +88,9 @@ pub struct QuotaRule {
     pub name: String,
     /// What a bucket is per: one or more of `identity`, `ip`, `tool`.
     pub key: Vec<QuotaKey>,
-    /// The tools it applies to: exact names or `<connector>.*`. Default: all.
+    /// The tools it applies to, by served name: exact names, or a prefix ending in `*`
+    /// (`weather_*`: every tool of the connector `weather` with the default separator).
+    /// Default: all.
     #[serde(default)]
     pub tools: Vec<String>,
     /// Its quota.
@@ -99,8 +101,8 @@ impl QuotaRule {
     /// Whether the rule applies to a call of `tool`.
     pub fn applies_to(&self, tool: &str) -> bool {
         self.tools.is_empty()
-            || self.tools.iter().any(|t| match t.strip_suffix(".*") {
-                Some(connector) => tool.split_once('.').is_some_and(|(c, _)| c == connector),
+            || self.tools.iter().any(|t| match t.strip_suffix('*') {
+                Some(prefix) => tool.starts_with(prefix),
                 None => t == tool,
             })
     }
@@ -130,7 +132,7 @@ pub struct JwtConfig {
     /// A scope every token must carry (`scope` or `scp`), when set.
     #[serde(default)]
     pub required_scope: Option<String>,
-    /// The scope each listed tool needs (`tool_scopes = { "notes.add" = "notes:write" }`):
+    /// The scope each listed tool needs (`tool_scopes = { "notes_add" = "notes:write" }`):
     /// a token without it does not see the tool in `tools/list` and is refused on
     /// `tools/call`. Tools not listed need only `required_scope`.
     #[serde(default)]
@@ -202,6 +204,56 @@ pub struct ServerConfig {
     /// address it listens on (a gateway behind an ingress lists the public name); `["*"]`
     /// answers to any. Others get 403, against DNS rebinding. Default: none more.
     pub allowed_hosts: Vec<String>,
+    /// What joins a connector's name and its tool's in the names clients see
+    /// (`weather_forecast`). One of `_` (default), `__`, `-`, `--`, or `.` (valid MCP, but
+    /// LLM function-calling APIs such as OpenAI's refuse dots, and many clients pass tool
+    /// names to them). Served names always fit `^[a-zA-Z0-9_-]{1,64}$` otherwise: other
+    /// characters of an upstream's tool name become `_`.
+    pub tool_separator: String,
+}
+
+impl GatewayConfig {
+    /// The separator is one of [`names::SEPARATORS`](crate::names::SEPARATORS), and the tools
+    /// the config declares (http connectors) are served under names that fit 64 characters
+    /// and are all different: two tools that would be served under one name are refused,
+    /// naming both.
+    fn check_tool_names(&self) -> Result<(), ConfigError> {
+        let sep = self.server.tool_separator.as_str();
+        if !crate::names::SEPARATORS.contains(&sep) {
+            return Err(ConfigError::new(
+                "server.tool_separator",
+                format!("{sep:?} is not one of {:?}", crate::names::SEPARATORS),
+            ));
+        }
+        let mut served: std::collections::BTreeMap<String, (String, String)> =
+            std::collections::BTreeMap::new();
+        for (i, c) in self.connectors.iter().enumerate() {
+            for (j, t) in c.tools.iter().enumerate() {
+                let name = format!("{}{sep}{}", c.name, crate::names::sanitize(&t.name));
+                if name.len() > crate::names::MAX_LEN {
+                    return Err(ConfigError::new(
+                        format!("connectors[{i}].tools[{j}].name"),
+                        format!(
+                            "served as {name:?}, longer than {} characters; shorten the connector or tool name",
+                            crate::names::MAX_LEN
+                        ),
+                    ));
+                }
+                if let Some((other_connector, other_tool)) =
+                    served.insert(name.clone(), (c.name.clone(), t.name.clone()))
+                {
+                    return Err(ConfigError::new(
+                        format!("connectors[{i}].tools[{j}].name"),
+                        format!(
+                            "tool {:?} of connector {:?} and tool {other_tool:?} of connector {other_connector:?} would both be served as {name:?}; rename one, or choose another server.tool_separator",
+                            t.name, c.name
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The most MCP sessions the config accepts (`server.max_sessions`).
@@ -220,6 +272,7 @@ impl Default for ServerConfig {
             probes_addr: None,
             probes_metrics: true,
             allowed_hosts: Vec::new(),
+            tool_separator: crate::names::DEFAULT_SEPARATOR.to_owned(),
         }
     }
 }
@@ -268,14 +321,17 @@ pub enum ConnectorKind {
     Http,
     /// A stdio MCP server run as a child process; its tools are listed at every start.
     Stdio,
+    /// A remote MCP server over streamable HTTP at `url` (`http://host:port/mcp`); its tools,
+    /// resources and prompts are listed from it.
+    Mcp,
 }
 
 /// One `[[connectors]]` entry.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectorConfig {
-    /// The connector's name: its tools are served as `{name}.{tool}`, and its breaker and
-    /// health component carry the name.
+    /// The connector's name: its tools are served as `{name}_{tool}` (see
+    /// `server.tool_separator`), and its breaker and health component carry the name.
     pub name: String,
     /// `http` or `stdio`.
     pub kind: ConnectorKind,
@@ -288,6 +344,22 @@ pub struct ConnectorConfig {
     /// HTTP: the path checked for health (`GET`, 2xx healthy). Default: a TCP connect.
     #[serde(default)]
     pub health_path: Option<String>,
+    /// HTTP and MCP: headers sent with every request (not secrets: the config file is not a
+    /// secret store; use `header_env` or `auth_token_*` for those).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// HTTP and MCP: headers whose values come from environment variables (`{ "X-Api-Key" =
+    /// "WEATHER_API_KEY" }`), read at start; a variable that is unset stops the start.
+    #[serde(default)]
+    pub header_env: std::collections::BTreeMap<String, String>,
+    /// MCP: the environment variable holding a bearer token for the upstream
+    /// (`Authorization: Bearer <token>`). Never logged.
+    #[serde(default)]
+    pub auth_token_env: Option<String>,
+    /// MCP: a file holding that token (trailing whitespace ignored), for secrets mounted as
+    /// files. Never logged.
+    #[serde(default)]
+    pub auth_token_file: Option<std::path::PathBuf>,
     /// HTTP: the tools it serves.
     #[serde(default)]
     pub tools: Vec<ToolConfig>,
@@ -621,6 +693,27 @@ impl GatewayConfig {
                         return Err(ConfigError::new(at("health_path"), "must start with '/'"));
                     }
                 }
+                ConnectorKind::Mcp => {
+                    let url = c.url.as_deref().unwrap_or_default();
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        return Err(ConfigError::new(
+                            at("url"),
+                            "the MCP endpoint's http:// or https:// URL is needed (for example http://127.0.0.1:7001/mcp)",
+                        ));
+                    }
+                    if !c.tools.is_empty() || c.health_path.is_some() {
+                        return Err(ConfigError::new(
+                            at("kind"),
+                            "an mcp connector lists the upstream's own tools and checks its health by MCP ping: tools and health_path are for http connectors",
+                        ));
+                    }
+                    if c.auth_token_env.is_some() && c.auth_token_file.is_some() {
+                        return Err(ConfigError::new(
+                            at("auth_token_file"),
+                            "set auth_token_env or auth_token_file, not both",
+                        ));
+                    }
+                }
                 ConnectorKind::Stdio => {
                     if c.command.as_deref().is_none_or(str::is_empty) {
                         return Err(ConfigError::new(
@@ -628,15 +721,23 @@ impl GatewayConfig {
                             "a stdio connector needs a command",
                         ));
                     }
-                    if c.url.is_some() || !c.tools.is_empty() || c.health_path.is_some() {
+                    if c.url.is_some()
+                        || !c.tools.is_empty()
+                        || c.health_path.is_some()
+                        || !c.headers.is_empty()
+                        || !c.header_env.is_empty()
+                        || c.auth_token_env.is_some()
+                        || c.auth_token_file.is_some()
+                    {
                         return Err(ConfigError::new(
                             at("kind"),
-                            "url, tools and health_path are for http connectors (a stdio server lists its own tools)",
+                            "url, tools, health_path, headers and tokens are for http and mcp connectors (a stdio server lists its own tools)",
                         ));
                     }
                 }
             }
         }
+        self.check_tool_names()?;
         let mut rules = HashSet::new();
         for (i, rule) in self.quotas.iter().enumerate() {
             check_name(
@@ -831,5 +932,33 @@ mod tests {
                 .field,
             "rate_limit.redis_url"
         );
+    }
+
+    #[test]
+    fn served_names_fit_function_calling_apis_and_collisions_are_refused() {
+        let auth = "[auth]\nmode = \"none\"\n";
+        let connector = |name: &str, tool: &str| {
+            format!(
+                "[[connectors]]\nname = \"{name}\"\nkind = \"http\"\nurl = \"http://x\"\ntools = [{{name = \"{tool}\"}}]\n"
+            )
+        };
+        let both = format!("{auth}{}{}", connector("a", "b_c"), connector("a_b", "c"));
+        let err = GatewayConfig::from_toml(&both).unwrap_err();
+        assert_eq!(err.field, "connectors[1].tools[0].name", "{err}");
+        for part in [
+            "\"c\" of connector \"a_b\"",
+            "\"b_c\" of connector \"a\"",
+            "\"a_b_c\"",
+        ] {
+            assert!(err.reason.contains(part), "{part} not in {err}");
+        }
+        // Another separator tells them apart.
+        GatewayConfig::from_toml(&format!("[server]\ntool_separator = \"__\"\n{both}")).unwrap();
+        let err = GatewayConfig::from_toml(&format!("[server]\ntool_separator = \"/\"\n{both}"))
+            .unwrap_err();
+        assert_eq!(err.field, "server.tool_separator");
+        let long = format!("{auth}{}", connector(&"c".repeat(40), &"t".repeat(30)));
+        let err = GatewayConfig::from_toml(&long).unwrap_err();
+        assert!(err.reason.contains("longer than 64"), "{err}");
     }
 }

@@ -37,7 +37,8 @@ pub enum CallError {
     Lost(Failure),
 }
 
-fn clip(text: &str) -> String {
+/// `text`, cut to [`MAX_ERROR_TEXT`] bytes (at a character boundary).
+pub(crate) fn clip(text: &str) -> String {
     if text.len() <= MAX_ERROR_TEXT {
         return text.to_owned();
     }
@@ -55,6 +56,8 @@ pub enum Backend {
     Http(HttpBackend),
     /// A stdio MCP server in a child process.
     Stdio(StdioBackend),
+    /// A remote MCP server over streamable HTTP.
+    Remote(crate::remote::RemoteBackend),
 }
 
 impl Backend {
@@ -63,20 +66,35 @@ impl Backend {
         match self {
             Backend::Http(h) => h.tools.clone(),
             Backend::Stdio(s) => s.tools(),
+            Backend::Remote(r) => r.tools(),
         }
     }
 
-    /// Whether the connector serves `tool` (a stdio server is asked again when it is unknown:
-    /// its list may have changed since the last start).
-    pub async fn has_tool(&self, tool: &str) -> bool {
+    /// The upstream name of the tool clients call `served` (`{connector}{separator}{tool}`,
+    /// see [`names`](crate::names)), if the connector has it; a stdio server is asked again
+    /// when the name is unknown (its list may have changed since the last start).
+    pub async fn resolve(&self, served: &str, connector: &str, separator: &str) -> Option<String> {
+        let find = |tools: &[Tool]| {
+            tools
+                .iter()
+                .find(|t| crate::names::is_served_as(served, connector, separator, &t.name))
+                .map(|t| t.name.to_string())
+        };
         match self {
-            Backend::Http(h) => h.tools.iter().any(|t| t.name == tool),
+            Backend::Http(h) => find(&h.tools),
             Backend::Stdio(s) => {
-                if s.tools().iter().any(|t| t.name == tool) {
-                    return true;
+                if let Some(found) = find(&s.slot.lock().tools) {
+                    return Some(found);
                 }
                 s.relist().await;
-                s.tools().iter().any(|t| t.name == tool)
+                find(&s.slot.lock().tools)
+            }
+            Backend::Remote(r) => {
+                if let Some(found) = r.find_tool(find) {
+                    return Some(found);
+                }
+                r.relist().await;
+                r.find_tool(find)
             }
         }
     }
@@ -95,6 +113,7 @@ impl Backend {
         match self {
             Backend::Http(h) => find(&h.tools),
             Backend::Stdio(s) => find(&s.slot.lock().tools),
+            Backend::Remote(r) => r.find_tool(find),
         }
     }
 
@@ -109,6 +128,7 @@ impl Backend {
         match self {
             Backend::Http(h) => h.call(tool, args, key).await,
             Backend::Stdio(s) => s.call(tool, args, key).await,
+            Backend::Remote(r) => r.call(tool, args, key).await,
         }
     }
 }
@@ -125,8 +145,14 @@ pub struct HttpBackend {
 }
 
 impl HttpBackend {
-    /// A connector named `name` for the service at `base` serving `tools`.
-    pub fn new(name: &str, base: &str, tools: &[ToolConfig]) -> HttpBackend {
+    /// A connector named `name` for the service at `base` serving `tools`, sending `headers`
+    /// with every call.
+    pub fn new(
+        name: &str,
+        base: &str,
+        tools: &[ToolConfig],
+        headers: &[(String, String)],
+    ) -> HttpBackend {
         let tools: Vec<Tool> = tools
             .iter()
             .map(|t| {
@@ -160,6 +186,17 @@ impl HttpBackend {
             // writes would otherwise wait ~40 ms for the upstream's delayed ACK.
             client: reqwest::Client::builder()
                 .tcp_nodelay(true)
+                .default_headers(
+                    headers
+                        .iter()
+                        .filter_map(|(k, v)| {
+                            Some((
+                                reqwest::header::HeaderName::from_bytes(k.as_bytes()).ok()?,
+                                reqwest::header::HeaderValue::from_str(v).ok()?,
+                            ))
+                        })
+                        .collect(),
+                )
                 .build()
                 .unwrap_or_default(),
             tools,

@@ -71,7 +71,7 @@ impl Caller {
 /// One connector with its breaker, its partition's bulkhead and its backend.
 #[derive(Debug)]
 pub struct Connector {
-    /// Its name: tools are served as `{name}.{tool}`.
+    /// Its name: tools are served as `{name}{separator}{tool}` ([`crate::names`]).
     pub name: String,
     /// Its circuit breaker (named like the connector).
     pub breaker: CircuitBreaker,
@@ -211,6 +211,8 @@ struct Inner {
     /// Where failed calls go while `dlq`'s store (Redis) is unavailable.
     local: Option<DeadLetterQueue<DeadCall>>,
     client_ip: ClientIp,
+    /// Between a connector's name and its tool's in served names (`server.tool_separator`).
+    separator: String,
     /// The MCP sessions to tell when the tool list changes.
     peers: parking_lot::Mutex<Vec<Peer<RoleServer>>>,
     /// Tool calls in flight, and `POST` responses not yet sent (a shutdown waits for them).
@@ -304,6 +306,7 @@ impl Gateway {
         dlq: DeadLetterQueue<DeadCall>,
         local: Option<DeadLetterQueue<DeadCall>>,
         client_ip: ClientIp,
+        separator: &str,
     ) -> Gateway {
         let gateway = Gateway {
             inner: Arc::new(Inner {
@@ -315,6 +318,7 @@ impl Gateway {
                 dlq,
                 local,
                 client_ip,
+                separator: separator.to_owned(),
                 peers: parking_lot::Mutex::new(Vec::new()),
                 calls: tokio_util::task::TaskTracker::new(),
                 tool_scopes: std::sync::OnceLock::new(),
@@ -324,13 +328,16 @@ impl Gateway {
             }),
         };
         for connector in gateway.inner.connectors.values() {
-            if let Backend::Stdio(stdio) = &connector.backend {
-                let weak = Arc::downgrade(&gateway.inner);
-                stdio.on_tools_changed(Arc::new(move || {
-                    if let Some(inner) = weak.upgrade() {
-                        Gateway { inner }.tools_changed();
-                    }
-                }));
+            let weak = Arc::downgrade(&gateway.inner);
+            let notify: crate::connector::OnToolsChanged = Arc::new(move || {
+                if let Some(inner) = weak.upgrade() {
+                    Gateway { inner }.tools_changed();
+                }
+            });
+            match &connector.backend {
+                Backend::Stdio(stdio) => stdio.on_tools_changed(notify),
+                Backend::Remote(remote) => remote.on_tools_changed(notify),
+                Backend::Http(_) => {}
             }
         }
         gateway
@@ -382,16 +389,41 @@ impl Gateway {
         self.inner.connectors.get(name)
     }
 
-    /// Every tool of every connector, named `{connector}.{tool}`.
+    /// Every tool of every connector, named `{connector}{separator}{tool}` within
+    /// `^[a-zA-Z0-9_-]{1,64}$` ([`crate::names`]). Should two discovered tools map to one
+    /// name, the first (by connector name) is served and the other left out, with a warning.
     pub fn tools(&self) -> Vec<Tool> {
         let mut all = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for (name, connector) in &self.inner.connectors {
             for mut tool in connector.backend.tools() {
-                tool.name = format!("{name}.{}", tool.name).into();
+                let served = crate::names::served(name, &self.inner.separator, &tool.name);
+                if !seen.insert(served.clone()) {
+                    tracing::warn!(connector = %name, tool = %tool.name, served = %served, "two tools map to one served name; this one is left out");
+                    continue;
+                }
+                tool.name = served.into();
                 all.push(tool);
             }
         }
         all
+    }
+
+    /// The connector and upstream tool name behind the served name `name`.
+    async fn resolve(&self, name: &str) -> Option<(&Arc<Connector>, String)> {
+        let sep = self.inner.separator.as_str();
+        for (connector_name, connector) in &self.inner.connectors {
+            if !name
+                .strip_prefix(connector_name.as_str())
+                .is_some_and(|rest| rest.starts_with(sep))
+            {
+                continue;
+            }
+            if let Some(tool) = connector.backend.resolve(name, connector_name, sep).await {
+                return Some((connector, tool));
+            }
+        }
+        None
     }
 
     /// Starts a shutdown: from now on new tool calls are refused (a tool error saying the
@@ -460,20 +492,23 @@ impl Gateway {
         name: &str,
         args: JsonObject,
     ) -> Result<CallToolResult, McpError> {
+        let sep = self.inner.separator.as_str();
         let unknown = || {
             McpError::invalid_params(
                 format!(
-                    "unknown tool {name:?}: tools are named <connector>.<tool>; see tools/list"
+                    "unknown tool {name:?}: tools are named <connector>{sep}<tool>; see tools/list"
                 ),
                 None,
             )
         };
-        let (connector_name, tool) = name.split_once('.').ok_or_else(unknown)?;
-        let connector = self
-            .inner
-            .connectors
-            .get(connector_name)
-            .ok_or_else(unknown)?;
+        // A connector the name starts with (for the not-running message below).
+        let prefixed = self.inner.connectors.iter().find(|(c, _)| {
+            name.strip_prefix(c.as_str())
+                .is_some_and(|rest| rest.starts_with(sep))
+        });
+        let Some((connector_name, _)) = prefixed else {
+            return Err(unknown());
+        };
         if let Err(limited) = self.inner.limiter.check(&client.key).await {
             return Ok(refusal_result(
                 name,
@@ -509,7 +544,8 @@ impl Gateway {
                 }
             }
         }
-        if !connector.backend.has_tool(tool).await {
+        let Some((connector, tool)) = self.resolve(name).await else {
+            let connector = &self.inner.connectors[connector_name.as_str()];
             if connector.backend.tools().is_empty() {
                 // A stdio server that never finished starting: its tools are not known yet.
                 return Ok(tool_error(
@@ -520,7 +556,8 @@ impl Gateway {
                 ));
             }
             return Err(unknown());
-        }
+        };
+        let tool = tool.as_str();
         let (policy, configured) = connector.replay_policy(tool);
         // Every call that may be replayed carries a key from its first attempt on, so the
         // upstream can tell a replay from a new call.

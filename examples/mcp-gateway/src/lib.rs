@@ -27,6 +27,8 @@ pub mod auth;
 pub mod config;
 pub mod connector;
 pub mod gateway;
+pub mod names;
+pub mod remote;
 pub mod replay;
 pub mod sessions;
 

@@ -142,7 +142,7 @@ async fn bearer_jwts_are_checked_against_the_issuers_keys() {
         StreamableHttpClientTransportConfig::with_uri(gw.mcp.clone()).auth_header(good.clone()),
     );
     let client = ().serve(transport).await.expect("handshake with a valid token");
-    let r = call(&client, "weather.forecast", json!({"city": "Oslo"})).await;
+    let r = call(&client, "weather_forecast", json!({"city": "Oslo"})).await;
     assert_eq!(error_code(&r), None, "{r:?}");
     drop(client);
 
@@ -319,7 +319,7 @@ async fn quotas_follow_the_identity_not_the_address() {
     let token = |sub: &str| sign("k1", &k1, &claims(json!({"sub": sub})));
     let limited = Some("rate_limited".to_owned());
     async fn code(client: &rmcp::service::RunningService<rmcp::RoleClient, ()>) -> Option<String> {
-        error_code(&call(client, "weather.forecast", json!({})).await)
+        error_code(&call(client, "weather_forecast", json!({})).await)
     }
     // Two identities behind one address: a quota each.
     let alice = client_as(&gw, &token("alice"), None).await;
@@ -360,7 +360,7 @@ mode = "jwt"
 issuer = "{ISSUER}"
 jwks_url = "{jwks}"
 resource = "{RESOURCE}"
-tool_scopes = {{ "weather.forecast" = "weather:read" }}
+tool_scopes = {{ "weather_forecast" = "weather:read" }}
 "#,
         upstream.url
     );
@@ -375,11 +375,11 @@ tool_scopes = {{ "weather.forecast" = "weather:read" }}
     )
     .await;
     let listed = names(plain.list_all_tools().await.unwrap());
-    assert_eq!(listed, ["weather.alerts"], "forecast is hidden");
-    let refused = call(&plain, "weather.forecast", json!({})).await;
+    assert_eq!(listed, ["weather_alerts"], "forecast is hidden");
+    let refused = call(&plain, "weather_forecast", json!({})).await;
     assert_eq!(error_code(&refused).as_deref(), Some("insufficient_scope"));
     assert_eq!(
-        error_code(&call(&plain, "weather.alerts", json!({})).await),
+        error_code(&call(&plain, "weather_alerts", json!({})).await),
         None
     );
     assert_eq!(
@@ -396,9 +396,9 @@ tool_scopes = {{ "weather.forecast" = "weather:read" }}
     .await;
     let mut listed = names(reader.list_all_tools().await.unwrap());
     listed.sort();
-    assert_eq!(listed, ["weather.alerts", "weather.forecast"]);
+    assert_eq!(listed, ["weather_alerts", "weather_forecast"]);
     assert_eq!(
-        error_code(&call(&reader, "weather.forecast", json!({})).await),
+        error_code(&call(&reader, "weather_forecast", json!({})).await),
         None
     );
     drop((plain, reader));
@@ -424,7 +424,7 @@ async fn machine_clients_use_api_keys_stored_as_hashes() {
     let gw = Gateway::start(&config, &[]).await;
     let client = client_as(&gw, &secret, None).await;
     assert_eq!(
-        error_code(&call(&client, "weather.forecast", json!({})).await),
+        error_code(&call(&client, "weather_forecast", json!({})).await),
         None
     );
     drop(client);

@@ -123,6 +123,22 @@ impl Upstream {
         Upstream { proc, url }
     }
 
+    /// Starts `flaky-upstream --mcp` (a streamable-HTTP MCP server) with extra `args`; `url`
+    /// is its base (for `/control`), the second value its MCP endpoint (`…/mcp`).
+    #[allow(dead_code)] // not every test binary fronts an MCP upstream
+    pub async fn start_mcp(args: &[&str]) -> (Upstream, String) {
+        let mut cmd = Command::new(bin());
+        cmd.args(["flaky-upstream", "--mcp"]);
+        if !args.contains(&"--port") {
+            cmd.args(["--port", "0"]);
+        }
+        cmd.args(args);
+        let (proc, line) = Proc::spawn(cmd, "MCP endpoint ").await;
+        let endpoint = line.rsplit(' ').next().unwrap().to_owned();
+        let url = endpoint.trim_end_matches("/mcp").to_owned();
+        (Upstream { proc, url }, endpoint)
+    }
+
     /// `POST /control` with `body`; the new behaviour and counts.
     pub async fn control(&self, body: Value) -> Value {
         let response = reqwest::Client::new()

@@ -27,6 +27,7 @@ use crate::connector::{Backend, HttpBackend, StdioBackend, process_builder};
 use crate::gateway::{Connector, DeadCall, Gateway};
 use crate::remote::{RemoteBackend, RemoteCheck, UpstreamHeaders};
 use crate::sessions::{Sessions, refuse_when_full, track_responses};
+use palisade::mcp::{KeyBy, RateLimit, ToolPolicy};
 
 /// The name of the per-client rate limiter in the admin API.
 pub const RATE_LIMITER: &str = "mcp-clients";
@@ -319,6 +320,10 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
         bulkheads.insert(p.name.clone(), b);
     }
 
+    let mut rate_limit = config.rate_limit.clone();
+    if rate_limit.redis_server.is_none() {
+        rate_limit.redis_server = options.redis.clone();
+    }
     let mut connectors = Vec::new();
     let mut processes = Vec::new();
     let mut stdio_backends = Vec::new();
@@ -391,21 +396,51 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
                 Backend::Stdio(stdio)
             }
         };
+        let policy = ToolPolicy::builder()
+            .breaker(breaker)
+            .bulkhead(bulkhead)
+            .timeout(c.timeout.unwrap_or(config.server.call_timeout))
+            .build();
+        let mut tool_policies = std::collections::BTreeMap::new();
+        let mut tool_replay = c.tool_replay.clone();
+        for (tool, settings) in &c.tool_settings {
+            let mut b = policy.to_builder();
+            if let Some(timeout) = settings.timeout {
+                b = b.timeout(timeout);
+            }
+            if let Some(p) = &settings.partition {
+                b = b.bulkhead(bulkheads.get(p).cloned().ok_or_else(|| unlisted(p))?);
+            }
+            if let Some(quota) = settings.quota {
+                let mut quota_config = rate_limit.clone();
+                quota_config.quota = quota;
+                let limiter = quota_config
+                    .build(format!("quota-{}-{}", c.name, crate::names::sanitize(tool)))
+                    .registry(&registry)
+                    .finish()?;
+                let parts: Vec<_> = settings.quota_key.iter().map(|k| k.part()).collect();
+                let key = KeyBy::new(&parts)?;
+                b = b.rate_limit(
+                    RateLimit::new(limiter)
+                        .key_by(key)
+                        .rule(format!("{}.{tool}", c.name)),
+                );
+            }
+            if let Some(replay) = settings.replay {
+                tool_replay.insert(tool.clone(), replay);
+            }
+            tool_policies.insert(tool.clone(), b.build());
+        }
         connectors.push(Arc::new(Connector {
             name: c.name.clone(),
-            breaker,
-            bulkhead,
             backend,
-            timeout: c.timeout.unwrap_or(config.server.call_timeout),
+            policy,
+            tool_policies,
             replay: c.replay_policy(),
-            tool_replay: c.tool_replay.clone(),
+            tool_replay,
         }));
     }
 
-    let mut rate_limit = config.rate_limit.clone();
-    if rate_limit.redis_server.is_none() {
-        rate_limit.redis_server = options.redis.clone();
-    }
     let limiter = rate_limit
         .build(RATE_LIMITER)
         .registry(&registry)

@@ -76,8 +76,54 @@ pub enum QuotaKey {
     Identity,
     /// The caller's address (IPv6: its network).
     Ip,
-    /// The tool called (`<connector>.<tool>`).
+    /// The tool called (its served name, `<connector>_<tool>`).
     Tool,
+}
+
+impl QuotaKey {
+    /// The same part of a key in `palisade-mcp`'s terms.
+    pub fn part(self) -> palisade::mcp::KeyPart {
+        match self {
+            QuotaKey::Identity => palisade::mcp::KeyPart::Identity,
+            QuotaKey::Ip => palisade::mcp::KeyPart::Ip,
+            QuotaKey::Tool => palisade::mcp::KeyPart::Tool,
+        }
+    }
+}
+
+/// Settings of one tool of a connector, over the connector's
+/// (`[connectors.tool_settings.<tool>]`, by the tool's name at the connector).
+///
+/// ```toml
+/// [connectors.tool_settings.forecast]
+/// timeout = "2s"            # instead of the connector's timeout
+/// partition = "slow"        # its own bulkhead partition (a [[partitions]] entry)
+/// replay = "idempotent"     # its replay policy (as tool_replay)
+/// quota = { rate = 10, period = "1m" }   # a quota of its own, on [rate_limit]'s backend
+/// quota_key = ["identity"]  # what that quota's bucket is per (default: the caller's identity)
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolSettings {
+    /// Its call timeout.
+    #[serde(default, with = "duration::option")]
+    pub timeout: Option<Duration>,
+    /// The bulkhead partition its calls run in.
+    #[serde(default)]
+    pub partition: Option<String>,
+    /// Its replay policy.
+    #[serde(default)]
+    pub replay: Option<ReplayPolicy>,
+    /// A quota of its own, checked after the client's limit and the `[[quotas]]` rules.
+    #[serde(default)]
+    pub quota: Option<palisade::ratelimit::Quota>,
+    /// What that quota's bucket is per. Default: the caller's identity.
+    #[serde(default = "default_quota_key")]
+    pub quota_key: Vec<QuotaKey>,
+}
+
+fn default_quota_key() -> Vec<QuotaKey> {
+    vec![QuotaKey::Identity]
 }
 
 /// One `[[quotas]]` rule.
@@ -397,6 +443,10 @@ pub struct ConnectorConfig {
     /// at the connector; they override `replay` and the annotations.
     #[serde(default)]
     pub tool_replay: std::collections::BTreeMap<String, ReplayPolicy>,
+    /// Per-tool settings (timeout, partition, replay policy, quota), by the tool's name at the
+    /// connector; see [`ToolSettings`].
+    #[serde(default)]
+    pub tool_settings: std::collections::BTreeMap<String, ToolSettings>,
 }
 
 impl ConnectorConfig {
@@ -645,16 +695,56 @@ impl GatewayConfig {
                     "dead_letter = false means replay = \"never\" for every tool; set either it or replay/tool_replay",
                 ));
             }
-            if c.kind == ConnectorKind::Http
-                && let Some(tool) = c
-                    .tool_replay
-                    .keys()
-                    .find(|name| !c.tools.iter().any(|t| &t.name == *name))
-            {
-                return Err(ConfigError::new(
-                    at(&format!("tool_replay.{tool}")),
-                    "no tool of this connector has that name",
-                ));
+            if c.kind == ConnectorKind::Http {
+                let unknown = |name: &&String| !c.tools.iter().any(|t| &t.name == *name);
+                if let Some(tool) = c.tool_replay.keys().find(unknown) {
+                    return Err(ConfigError::new(
+                        at(&format!("tool_replay.{tool}")),
+                        "no tool of this connector has that name",
+                    ));
+                }
+                if let Some(tool) = c.tool_settings.keys().find(unknown) {
+                    return Err(ConfigError::new(
+                        at(&format!("tool_settings.{tool}")),
+                        "no tool of this connector has that name",
+                    ));
+                }
+            }
+            for (tool, t) in &c.tool_settings {
+                let at = |f: &str| at(&format!("tool_settings.{tool}.{f}"));
+                if let Some(timeout) = t.timeout {
+                    check_timeout(&at("timeout"), timeout)?;
+                }
+                if t.replay.is_some() && c.tool_replay.contains_key(tool) {
+                    return Err(ConfigError::new(
+                        at("replay"),
+                        "set the tool's replay policy here or in tool_replay, not both",
+                    ));
+                }
+                if t.replay.is_some() && !c.dead_letter {
+                    return Err(ConfigError::new(
+                        at("replay"),
+                        "dead_letter = false means replay = \"never\" for every tool",
+                    ));
+                }
+                if let Some(q) = &t.quota {
+                    q.validate().map_err(|e| e.within(&at("quota")))?;
+                }
+                if t.quota_key.is_empty() {
+                    return Err(ConfigError::new(
+                        at("quota_key"),
+                        "one or more of identity, ip, tool",
+                    ));
+                }
+                if let Some(p) = &t.partition
+                    && p != DEFAULT_PARTITION
+                    && !self.partitions.iter().any(|x| &x.name == p)
+                {
+                    return Err(ConfigError::new(
+                        at("partition"),
+                        format!("no [[partitions]] entry is named {p:?}"),
+                    ));
+                }
             }
             match c.kind {
                 ConnectorKind::Http => {
@@ -960,5 +1050,38 @@ mod tests {
         let long = format!("{auth}{}", connector(&"c".repeat(40), &"t".repeat(30)));
         let err = GatewayConfig::from_toml(&long).unwrap_err();
         assert!(err.reason.contains("longer than 64"), "{err}");
+    }
+
+    #[test]
+    fn tool_settings_are_checked_naming_the_field() {
+        let base = "[auth]\nmode = \"none\"\n[[connectors]]\nname = \"w\"\nkind = \"http\"\nurl = \"http://x\"\ntools = [{name = \"t\"}]\n";
+        let err = |extra: &str| GatewayConfig::from_toml(&format!("{base}{extra}")).unwrap_err();
+        assert_eq!(
+            err("[connectors.tool_settings.nope]\ntimeout = \"1s\"\n").field,
+            "connectors[0].tool_settings.nope"
+        );
+        assert_eq!(
+            err("[connectors.tool_settings.t]\ntimeout = \"0s\"\n").field,
+            "connectors[0].tool_settings.t.timeout"
+        );
+        assert_eq!(
+            err("[connectors.tool_settings.t]\npartition = \"gone\"\n").field,
+            "connectors[0].tool_settings.t.partition"
+        );
+        assert_eq!(
+            err(
+                "tool_replay = { t = \"never\" }\n[connectors.tool_settings.t]\nreplay = \"park\"\n"
+            )
+            .field,
+            "connectors[0].tool_settings.t.replay"
+        );
+        assert_eq!(
+            err("[connectors.tool_settings.t]\nquota = { rate = 0, period = \"1m\" }\n").field,
+            "connectors[0].tool_settings.t.quota.rate"
+        );
+        GatewayConfig::from_toml(&format!(
+            "{base}[connectors.tool_settings.t]\ntimeout = \"1s\"\nquota = {{ rate = 5, period = \"1m\" }}\nquota_key = [\"ip\", \"tool\"]\n"
+        ))
+        .unwrap();
     }
 }

@@ -24,18 +24,8 @@ const MAX_ERROR_TEXT: usize = 512;
 /// How long a child's MCP handshake and tool listing may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Why a connector call did not produce a result.
-#[derive(Debug, Clone, PartialEq)]
-pub enum CallError {
-    /// The upstream refused this input (HTTP 4xx other than 429, JSON-RPC invalid params):
-    /// the caller has to change the call; retrying it as is will not help.
-    Rejected(String),
-    /// A failure that may pass (timeout, 5xx, 429, unreachable, a server not running).
-    Failed(Failure),
-    /// The call reached a stdio server that then went away: it may have run, and it may be
-    /// what crashed the server, so it must not be replayed.
-    Lost(Failure),
-}
+/// Why a connector call did not produce a result ([`palisade_mcp`'s](palisade::mcp::CallError)).
+pub use palisade::mcp::CallError;
 
 /// `text`, cut to [`MAX_ERROR_TEXT`] bytes (at a character boundary).
 pub(crate) fn clip(text: &str) -> String {

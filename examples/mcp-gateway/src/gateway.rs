@@ -7,22 +7,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
-use palisade::breaker::CircuitBreaker;
-use palisade::bulkhead::Bulkhead;
-use palisade::dlq::{DeadLetterQueue, DlqError, Entry, Failure, FailureKind, StoreError};
+use palisade::dlq::{DeadLetterQueue, DlqError, Entry, Failure, StoreError};
+use palisade::mcp::{
+    DeadLetter, Kept, KeyBy, KeyPart, Outcome, PolicySource, RateLimit, Refusal, Replay,
+    ToolPolicy, keep,
+};
 use palisade::ratelimit::Limiter;
 use palisade::tower::ratelimit::ClientIp;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, JsonObject,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::{NotificationContext, Peer, RequestContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::config::{QuotaKey, QuotaRule};
-use crate::connector::{Backend, CallError};
+use crate::connector::Backend;
 use crate::replay::{ReplayPolicy, idempotency_key};
 
 /// A call that failed in a way that may pass, as kept in the dead-letter queue.
@@ -42,159 +44,65 @@ pub struct DeadCall {
     pub idempotency_key: Option<String>,
 }
 
-/// Who made a call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    /// The client's IP address (kept in dead-letter entries).
-    pub address: String,
-    /// Its address's rate-limit key (IPv6: its network), whatever its identity.
-    pub ip_key: String,
-    /// Its rate-limit key: its authenticated identity (`sub:<subject>` of its bearer token)
-    /// when it has one, so clients behind one address have their own quotas and one client
-    /// across addresses shares one; else the address, or for IPv6 its network
-    /// (`CLIENT_IPV6_PREFIX`, default /64).
-    pub key: String,
-}
+/// Who made a call ([`palisade_mcp`'s](palisade::mcp::Caller)): its address, its address's
+/// rate-limit key (IPv6: its network) and its key (its authenticated identity, `sub:<subject>`,
+/// when it has one, else the address key).
+pub use palisade::mcp::Caller;
 
-impl Caller {
-    /// A caller whose key is its address.
-    pub fn new(address: impl Into<String>) -> Caller {
-        let address = address.into();
-        Caller {
-            key: address.clone(),
-            ip_key: address.clone(),
-            address,
-        }
-    }
-}
-
-/// One connector with its breaker, its partition's bulkhead and its backend.
+/// One connector: its backend, and the policy of its tools (its breaker, its partition's
+/// bulkhead, its call timeout), per tool where `tool_settings` says so.
 #[derive(Debug)]
 pub struct Connector {
     /// Its name: tools are served as `{name}{separator}{tool}` ([`crate::names`]).
     pub name: String,
-    /// Its circuit breaker (named like the connector).
-    pub breaker: CircuitBreaker,
-    /// The bulkhead of its partition (shared with the partition's other connectors).
-    pub bulkhead: Bulkhead,
     /// Where calls go.
     pub backend: Backend,
-    /// The longest a call may take.
-    pub timeout: Duration,
+    /// The policy of its tools: its breaker (named like the connector), the bulkhead of its
+    /// partition (shared with the partition's other connectors), its call timeout.
+    pub policy: ToolPolicy,
+    /// Tools with settings of their own (`tool_settings`: timeout, partition, quota), by the
+    /// tool's name at the connector.
+    pub tool_policies: BTreeMap<String, ToolPolicy>,
     /// The replay policy of all its tools (`replay`, or `never` with `dead_letter = false`),
     /// when set: it overrides the tools' annotations.
     pub replay: Option<ReplayPolicy>,
-    /// Per-tool replay policies (`tool_replay`), overriding everything else.
+    /// Per-tool replay policies (`tool_replay`, `tool_settings.<tool>.replay`), overriding
+    /// everything else.
     pub tool_replay: BTreeMap<String, ReplayPolicy>,
-}
-
-/// Why a call was not attempted; the client may retry (after `retry_after` when given).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Refusal {
-    /// The client's rate limit is used up.
-    RateLimited {
-        /// When the next call is admitted.
-        retry_after: Duration,
-        /// The `[[quotas]]` rule that refused, when it was one (else `[rate_limit]`).
-        rule: Option<String>,
-    },
-    /// The connector's breaker is open (or half-open with every trial slot taken).
-    BreakerOpen {
-        /// The breaker's state (`open`, `forced_open`, `half_open`).
-        state: String,
-        /// When it lets a trial call through, when known.
-        retry_after: Option<Duration>,
-    },
-    /// Every slot of the connector's partition is busy.
-    PartitionFull {
-        /// The partition.
-        partition: String,
-        /// The bulkhead's explanation.
-        message: String,
-    },
-}
-
-/// What became of one call through a connector.
-#[derive(Debug)]
-pub enum Outcome {
-    /// The connector answered (possibly with a tool error of its own).
-    Done(CallToolResult),
-    /// The connector refused the input.
-    Rejected(String),
-    /// Palisade refused the call before it reached the connector.
-    Refused(Refusal),
-    /// The call failed and may succeed later.
-    Failed(Failure),
-    /// The server went away during the call: never replayed (it may be what crashed it).
-    Lost(Failure),
 }
 
 impl Connector {
     /// The replay policy of `tool`: `tool_replay`, else the connector's `replay`, else the
-    /// default of the tool's MCP annotations; and whether it came from the config.
-    pub fn replay_policy(&self, tool: &str) -> (ReplayPolicy, bool) {
+    /// default of the tool's MCP annotations; and where it came from.
+    pub fn replay_policy(&self, tool: &str) -> (ReplayPolicy, PolicySource) {
         if let Some(policy) = self.tool_replay.get(tool) {
-            return (*policy, true);
+            return (*policy, PolicySource::Configured);
         }
         if let Some(policy) = self.replay {
-            return (policy, true);
+            return (policy, PolicySource::Configured);
         }
-        (self.backend.default_replay(tool), false)
+        (self.backend.default_replay(tool), PolicySource::Annotations)
     }
 
-    /// Runs one call: breaker, then bulkhead, then the backend under the call timeout.
-    /// `key` is the call's idempotency key, passed to the upstream.
-    pub async fn invoke(&self, tool: &str, args: &JsonObject, key: Option<&str>) -> Outcome {
-        let permit = match self.breaker.try_acquire() {
-            Ok(permit) => permit,
-            Err(rejected) => {
-                return Outcome::Refused(Refusal::BreakerOpen {
-                    state: self.breaker.state().as_str().to_owned(),
-                    retry_after: rejected.retry_after(),
-                });
-            }
-        };
-        let _slot = match self.bulkhead.acquire().await {
-            Ok(slot) => slot,
-            Err(e) => {
-                // Dropping the breaker permit unrecorded gives a trial slot back.
-                return Outcome::Refused(Refusal::PartitionFull {
-                    partition: self.bulkhead.name().to_owned(),
-                    message: e.to_string(),
-                });
-            }
-        };
-        match tokio::time::timeout(self.timeout, self.backend.call(tool, args, key)).await {
-            Err(_) => {
-                permit.failure();
-                Outcome::Failed(Failure::timeout(format!(
-                    "{}.{tool}: no answer within {} ms",
-                    self.name,
-                    self.timeout.as_millis()
-                )))
-            }
-            Ok(Ok(result)) => {
-                permit.success();
-                Outcome::Done(result)
-            }
-            Ok(Err(CallError::Rejected(message))) => {
-                // A caller's bad input says nothing about the upstream's health.
-                permit.ignore();
-                Outcome::Rejected(message)
-            }
-            Ok(Err(CallError::Failed(failure))) => {
-                if failure.kind == FailureKind::RateLimited {
-                    permit.ignore(); // the upstream is alive, only busy
-                } else {
-                    permit.failure();
-                }
-                Outcome::Failed(failure)
-            }
-            Ok(Err(CallError::Lost(failure))) => {
-                permit.failure();
-                Outcome::Lost(failure)
-            }
-        }
+    /// The policy `tool` runs under.
+    pub fn policy(&self, tool: &str) -> &ToolPolicy {
+        self.tool_policies.get(tool).unwrap_or(&self.policy)
+    }
+
+    /// Runs one call of `tool` (served as `served`) under its policy: breaker, then bulkhead,
+    /// then the backend under the timeout ([`palisade::mcp::invoke`]). `key` is the call's
+    /// idempotency key, passed to the upstream.
+    pub async fn invoke(
+        &self,
+        served: &str,
+        tool: &str,
+        args: &JsonObject,
+        key: Option<&str>,
+    ) -> Outcome {
+        palisade::mcp::invoke(self.policy(tool), served, || {
+            self.backend.call(tool, args, key)
+        })
+        .await
     }
 }
 
@@ -206,7 +114,8 @@ pub struct Gateway {
 
 struct Inner {
     connectors: BTreeMap<String, Arc<Connector>>,
-    limiter: Limiter,
+    /// Every client's limit, by its key.
+    limit: RateLimit,
     dlq: DeadLetterQueue<DeadCall>,
     /// Where failed calls go while `dlq`'s store (Redis) is unavailable.
     local: Option<DeadLetterQueue<DeadCall>>,
@@ -224,8 +133,8 @@ struct Inner {
     cut: tokio_util::sync::CancellationToken,
     /// The scope each listed tool needs (`[auth] tool_scopes`), by its served name.
     tool_scopes: std::sync::OnceLock<BTreeMap<String, String>>,
-    /// The `[[quotas]]` rules and their limiters.
-    quotas: std::sync::OnceLock<Vec<(QuotaRule, Limiter)>>,
+    /// The `[[quotas]]` rules and their limits.
+    quotas: std::sync::OnceLock<Vec<(QuotaRule, RateLimit)>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -236,63 +145,6 @@ impl std::fmt::Debug for Gateway {
                 &self.inner.connectors.keys().collect::<Vec<_>>(),
             )
             .finish_non_exhaustive()
-    }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// A tool error: a sentence for the model in `content`, the same facts in `structuredContent`.
-fn tool_error(message: String, details: Value) -> CallToolResult {
-    let mut result = CallToolResult::structured_error(details);
-    result.content = vec![ContentBlock::text(message)];
-    result
-}
-
-fn refusal_result(tool: &str, refusal: &Refusal) -> CallToolResult {
-    match refusal {
-        Refusal::RateLimited {
-            retry_after,
-            rule: None,
-        } => tool_error(
-            format!(
-                "Rate limited: this client has used up its quota of tool calls. Retry after {} ms.",
-                millis(*retry_after)
-            ),
-            json!({"error": "rate_limited", "tool": tool, "retry_after_ms": millis(*retry_after)}),
-        ),
-        Refusal::RateLimited {
-            retry_after,
-            rule: Some(rule),
-        } => tool_error(
-            format!(
-                "Rate limited by the quota {rule:?}: its calls are used up for now. Retry after {} ms.",
-                millis(*retry_after)
-            ),
-            json!({"error": "rate_limited", "tool": tool, "rule": rule, "retry_after_ms": millis(*retry_after)}),
-        ),
-        Refusal::BreakerOpen { state, retry_after } => {
-            let when = retry_after.map_or_else(
-                || "when an operator resets it".to_owned(),
-                |d| format!("after {} ms", millis(d)),
-            );
-            tool_error(
-                format!(
-                    "The upstream of {tool} is failing, so its circuit breaker is {state} and the call was not sent. Retry {when}."
-                ),
-                json!({
-                    "error": "breaker_open",
-                    "tool": tool,
-                    "state": state,
-                    "retry_after_ms": retry_after.map(millis),
-                }),
-            )
-        }
-        Refusal::PartitionFull { partition, message } => tool_error(
-            format!("Too many calls in flight: {message}. Retry in a moment."),
-            json!({"error": "partition_full", "tool": tool, "partition": partition, "message": message}),
-        ),
     }
 }
 
@@ -314,7 +166,7 @@ impl Gateway {
                     .into_iter()
                     .map(|c| (c.name.clone(), c))
                     .collect(),
-                limiter,
+                limit: RateLimit::new(limiter),
                 dlq,
                 local,
                 client_ip,
@@ -351,7 +203,25 @@ impl Gateway {
 
     /// Sets the `[[quotas]]` rules, once, before serving; `false` if they were set already.
     pub fn set_quotas(&self, quotas: Vec<(QuotaRule, Limiter)>) -> bool {
-        self.inner.quotas.set(quotas).is_ok()
+        let limits = quotas
+            .into_iter()
+            .map(|(rule, limiter)| {
+                let parts: Vec<KeyPart> = rule
+                    .key
+                    .iter()
+                    .map(|k| match k {
+                        QuotaKey::Identity => KeyPart::Identity,
+                        QuotaKey::Ip => KeyPart::Ip,
+                        QuotaKey::Tool => KeyPart::Tool,
+                    })
+                    .collect();
+                // The config refuses an empty key; identity is the safe default regardless.
+                let key = KeyBy::new(&parts).unwrap_or_default();
+                let limit = RateLimit::new(limiter).key_by(key).rule(rule.name.clone());
+                (rule, limit)
+            })
+            .collect();
+        self.inner.quotas.set(limits).is_ok()
     }
 
     /// The scope `tool` needs that `claims` lack, if any (none without authentication).
@@ -475,10 +345,7 @@ impl Gateway {
             .draining
             .load(std::sync::atomic::Ordering::SeqCst)
         {
-            return Ok(tool_error(
-                "The gateway is shutting down and takes no new calls. Retry in a moment: another instance, or this one restarted, will answer.".to_owned(),
-                json!({"error": "shutting_down", "tool": name, "retry_after_ms": 1000}),
-            ));
+            return Ok(Refusal::ShuttingDown.to_result(name));
         }
         self.inner
             .calls
@@ -509,38 +376,16 @@ impl Gateway {
         let Some((connector_name, _)) = prefixed else {
             return Err(unknown());
         };
-        if let Err(limited) = self.inner.limiter.check(&client.key).await {
-            return Ok(refusal_result(
-                name,
-                &Refusal::RateLimited {
-                    retry_after: limited.retry_after,
-                    rule: None,
-                },
-            ));
+        if let Err(refusal) = self.inner.limit.check(name, client).await {
+            return Ok(refusal.to_result(name));
         }
         if let Some(quotas) = self.inner.quotas.get() {
-            for (rule, limiter) in quotas {
+            for (rule, limit) in quotas {
                 if !rule.applies_to(name) {
                     continue;
                 }
-                let key = rule
-                    .key
-                    .iter()
-                    .map(|k| match k {
-                        QuotaKey::Identity => client.key.as_str(),
-                        QuotaKey::Ip => client.ip_key.as_str(),
-                        QuotaKey::Tool => name,
-                    })
-                    .collect::<Vec<_>>()
-                    .join("|");
-                if let Err(limited) = limiter.check(&key).await {
-                    return Ok(refusal_result(
-                        name,
-                        &Refusal::RateLimited {
-                            retry_after: limited.retry_after,
-                            rule: Some(rule.name.clone()),
-                        },
-                    ));
+                if let Err(refusal) = limit.check(name, client).await {
+                    return Ok(refusal.to_result(name));
                 }
             }
         }
@@ -548,7 +393,7 @@ impl Gateway {
             let connector = &self.inner.connectors[connector_name.as_str()];
             if connector.backend.tools().is_empty() {
                 // A stdio server that never finished starting: its tools are not known yet.
-                return Ok(tool_error(
+                return Ok(palisade::mcp::tool_error(
                     format!(
                         "Connector {connector_name} is not running, so its tools are unknown; its health status says why. Retry later."
                     ),
@@ -558,151 +403,57 @@ impl Gateway {
             return Err(unknown());
         };
         let tool = tool.as_str();
-        let (policy, configured) = connector.replay_policy(tool);
+        // The tool's own quota (`tool_settings.<tool>.quota`), if it has one.
+        if let Err(refusal) = connector.policy(tool).check_rate(name, client).await {
+            return Ok(refusal.to_result(name));
+        }
+        let (policy, source) = connector.replay_policy(tool);
         // Every call that may be replayed carries a key from its first attempt on, so the
         // upstream can tell a replay from a new call.
         let key = policy.queues().then(idempotency_key);
         let outcome = tokio::select! {
-            outcome = connector.invoke(tool, &args, key.as_deref()) => outcome,
+            outcome = connector.invoke(name, tool, &args, key.as_deref()) => outcome,
             () = self.inner.cut.cancelled() => Outcome::Failed(Failure::timeout(format!(
                 "{name}: the gateway shut down before the upstream answered (the call may have run)"
             ))),
         };
-        match outcome {
-            Outcome::Done(result) => Ok(result),
-            Outcome::Rejected(message) => Ok(tool_error(
-                format!(
-                    "The upstream rejected the call: {message}. Change the arguments; retrying as is will fail again."
-                ),
-                json!({"error": "rejected_by_upstream", "tool": name, "message": message}),
-            )),
-            Outcome::Refused(refusal) => Ok(refusal_result(name, &refusal)),
-            Outcome::Failed(failure) => {
+        let replay = Replay {
+            policy,
+            source,
+            idempotency_key: key.as_deref(),
+        };
+        let result = outcome
+            .into_result(name, replay, |letter| {
                 let call = DeadCall {
                     connector: connector.name.clone(),
                     tool: tool.to_owned(),
                     arguments: args,
                     client: client.address.clone(),
-                    idempotency_key: key,
+                    idempotency_key: key.clone(),
                 };
-                Ok(self
-                    .dead_letter(name, call, policy, configured, failure)
-                    .await)
-            }
-            Outcome::Lost(failure) => Ok(tool_error(
-                format!(
-                    "The server went away while handling the call: {}. It was not queued for replay, because it may have run or may be what crashed the server; check before calling again.",
-                    failure.message
-                ),
-                json!({"error": "upstream_lost", "tool": name, "message": failure.message}),
-            )),
-        }
+                self.keep(name, call, letter)
+            })
+            .await;
+        Ok(result)
     }
 
-    /// Keeps a failed call under its tool's replay policy and tells the client, in plain words,
-    /// whether it will be replayed.
-    async fn dead_letter(
-        &self,
-        name: &str,
-        call: DeadCall,
-        policy: ReplayPolicy,
-        configured: bool,
-        failure: Failure,
-    ) -> CallToolResult {
-        let kind = failure.kind.as_str();
-        let message = failure.message.clone();
-        let facts = |replay: &str, queued: Value| {
-            json!({
-                "error": "upstream_failed",
-                "tool": name,
-                "kind": kind,
-                "message": message,
-                "replay": replay,
-                "queued": queued,
-                "idempotency_key": call.idempotency_key,
-            })
-        };
-        if !policy.queues() {
-            let why = if configured {
-                "its replay policy is never"
-            } else {
-                "it is read-only, so nobody would receive a replayed result"
-            };
-            return tool_error(
-                format!(
-                    "The call failed ({kind}): {message}. It will not be replayed ({why}); call it again if you still need the result."
-                ),
-                facts("none", Value::Null),
-            );
-        }
-        let park = !policy.replays_by_itself();
-        let main = &self.inner.dlq;
-        let pushed = match (
-            store(main, name, &call, &failure, park).await,
-            &self.inner.local,
-        ) {
-            (Ok(id), _) => Ok((main.name(), id)),
-            (
-                Err(
-                    e @ DlqError::Store {
-                        source: StoreError::Unavailable(_),
-                        ..
-                    },
-                ),
-                Some(local),
-            ) => {
-                tracing::warn!(tool = name, error = %e, "dead-letter store unavailable; keeping the call in memory");
-                store(local, name, &call, &failure, park)
-                    .await
-                    .map(|id| (local.name(), id))
-            }
-            (Err(e), _) => Err(e),
-        };
-        match pushed {
-            Ok((queue, id)) if park => tool_error(
-                format!(
-                    "The call failed ({kind}): {message}. It was kept as dead-letter entry {id} for an operator and will NOT be replayed automatically, because the tool is not marked idempotent and may have run. Do not retry it yourself unless you know it did not run."
-                ),
-                facts("parked", json!({"queue": queue, "id": id})),
-            ),
-            Ok((queue, id)) => tool_error(
-                format!(
-                    "The call failed ({kind}): {message}. It was queued as dead-letter entry {id} and will be replayed automatically when the upstream recovers, with the same idempotency key; do not retry it yourself."
-                ),
-                facts("automatic", json!({"queue": queue, "id": id})),
-            ),
-            // With `wait_for_replicas`: the entry is on the Redis primary, no replica confirmed it.
+    /// Keeps a failed call in the dead-letter queue, or, while its store (Redis) is
+    /// unavailable, in the in-memory one.
+    async fn keep(&self, name: &str, call: DeadCall, letter: DeadLetter) -> Result<Kept, DlqError> {
+        match keep(&self.inner.dlq, name, &call, letter.clone()).await {
             Err(
                 e @ DlqError::Store {
-                    source: StoreError::NotReplicated { .. },
+                    source: StoreError::Unavailable(_),
                     ..
                 },
-            ) => {
-                tracing::warn!(tool = name, error = %e, "dead letter stored on the Redis primary only");
-                tool_error(
-                    format!(
-                        "The call failed ({kind}): {message}. It was stored for {} on the Redis primary, but no replica confirmed it in time, so it is lost if Redis fails over before they catch up. Do not retry it yourself unless an operator finds it missing.",
-                        if park {
-                            "an operator"
-                        } else {
-                            "automatic replay"
-                        }
-                    ),
-                    facts(
-                        if park { "parked" } else { "automatic" },
-                        json!({"queue": main.name(), "id": null, "replicated": false}),
-                    ),
-                )
-            }
-            Err(e) => {
-                tracing::error!(tool = name, error = %e, "could not dead-letter a failed call");
-                tool_error(
-                    format!(
-                        "The call failed ({kind}): {message}. It could not be queued for replay ({e}), so it will not be replayed; retry it later."
-                    ),
-                    facts("none", Value::Null),
-                )
-            }
+            ) => match &self.inner.local {
+                Some(local) => {
+                    tracing::warn!(tool = name, error = %e, "dead-letter store unavailable; keeping the call in memory");
+                    keep(local, name, &call, letter).await
+                }
+                None => Err(e),
+            },
+            other => other,
         }
     }
 
@@ -716,32 +467,19 @@ impl Gateway {
                 call.connector
             )));
         };
-        match connector
-            .invoke(&call.tool, &call.arguments, call.idempotency_key.as_deref())
+        let served = crate::names::served(&call.connector, &self.inner.separator, &call.tool);
+        connector
+            .invoke(
+                &served,
+                &call.tool,
+                &call.arguments,
+                call.idempotency_key.as_deref(),
+            )
             .await
-        {
-            Outcome::Done(_) => {
+            .into_replay(&served)
+            .map(|_| {
                 tracing::info!(connector = %call.connector, tool = %call.tool, "replayed a dead-lettered call");
-                Ok(())
-            }
-            Outcome::Rejected(message) => Err(Failure::client_error(message)),
-            Outcome::Refused(Refusal::BreakerOpen { state, retry_after }) => Err(Failure {
-                retry_after,
-                ..Failure::unavailable(format!("breaker of {} is {state}", call.connector))
-            }),
-            Outcome::Refused(Refusal::PartitionFull { message, .. }) => {
-                Err(Failure::unavailable(message))
-            }
-            Outcome::Refused(Refusal::RateLimited { retry_after, .. }) => Err(
-                Failure::rate_limited("rate limited".to_owned(), retry_after),
-            ),
-            Outcome::Failed(failure) => Err(failure),
-            // The server died during the replay: park it (it may be a poison call).
-            Outcome::Lost(failure) => Err(Failure::client_error(format!(
-                "parked: the server went away during the replay, so this call may be what crashes it ({})",
-                failure.message
-            ))),
-        }
+            })
     }
 }
 
@@ -752,21 +490,6 @@ fn claims_of(context: &RequestContext<RoleServer>) -> Option<&crate::auth::Claim
         .get::<axum::http::request::Parts>()?
         .extensions
         .get::<crate::auth::Claims>()
-}
-
-/// Records `call` in `dlq`: parked for an operator, or scheduled for the retry worker.
-async fn store(
-    dlq: &DeadLetterQueue<DeadCall>,
-    name: &str,
-    call: &DeadCall,
-    failure: &Failure,
-    park: bool,
-) -> Result<palisade::dlq::EntryId, DlqError> {
-    if park {
-        dlq.park(name, call, failure.clone()).await
-    } else {
-        dlq.push(name, call, failure.clone()).await
-    }
 }
 
 /// The client, from the HTTP request rmcp hands to the handler: the peer address, or behind a
@@ -837,7 +560,7 @@ impl ServerHandler for Gateway {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         if let Some(scope) = self.missing_scope(&request.name, claims_of(&context)) {
-            return Ok(tool_error(
+            return Ok(palisade::mcp::tool_error(
                 format!(
                     "Not allowed: {} needs the scope {scope:?}, which this client's token does not carry.",
                     request.name

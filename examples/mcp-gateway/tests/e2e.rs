@@ -38,6 +38,9 @@ async fn the_demo_configuration_serves_its_tools_with_nothing_else_running() {
         "search_query",
         "notes_echo",
         "notes_add",
+        "docs_echo",
+        "docs_get_forecast",
+        "docs_search_docs",
     ] {
         assert!(
             names.contains(&expected.to_owned()),
@@ -53,6 +56,10 @@ async fn the_demo_configuration_serves_its_tools_with_nothing_else_running() {
     );
     let echo = call(&client, "notes_echo", json!({"text": "hello"})).await;
     assert_eq!(text(&echo), "hello");
+    // The remote MCP connector, under its function-calling-safe name.
+    let docs = call(&client, "docs_get_forecast", json!({"city": "Lyon"})).await;
+    assert_eq!(error_code(&docs), None, "{docs:?}");
+    assert_eq!(docs.structured_content.unwrap()["tool"], "get.forecast");
     let resilience = gw.get("/resilience").await;
     assert!(
         resilience.to_string().contains("mcp-clients"),
@@ -1408,6 +1415,53 @@ async fn the_gateway_fronts_a_remote_mcp_server_through_failures_and_restarts() 
     assert_eq!(status, 200);
     let message = checked["result"]["message"].as_str().unwrap();
     assert!(message.starts_with("MCP ping answered in"), "{checked}");
+    drop(client);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_tool_settings_give_a_tool_its_own_timeout_quota_and_replay_policy() {
+    let upstream = Upstream::start(&["--latency-ms", "300"]).await;
+    let config = format!(
+        r#"{SERVER}[[connectors]]
+name = "weather"
+kind = "http"
+url = "{}"
+tools = [{{ name = "forecast" }}, {{ name = "alerts" }}]
+
+[connectors.tool_settings.forecast]
+quota = {{ rate = 1, period = "1h", burst = 1 }}
+
+[connectors.tool_settings.alerts]
+timeout = "100ms"
+replay = "never"
+"#,
+        upstream.url
+    );
+    let gw = Gateway::start(&config, &[]).await;
+    let client = gw.client().await;
+    // forecast: the connector's timeout (10 s) lets its 300 ms answer through; its own quota
+    // (one call an hour) refuses the second, naming the rule.
+    let first = call(&client, "weather_forecast", json!({})).await;
+    assert_eq!(error_code(&first), None, "{first:?}");
+    let second = call(&client, "weather_forecast", json!({})).await;
+    assert_eq!(
+        error_code(&second).as_deref(),
+        Some("rate_limited"),
+        "{second:?}"
+    );
+    let facts = second.structured_content.unwrap();
+    assert_eq!(facts["rule"], "weather.forecast", "{facts}");
+    assert!(facts["retry_after_ms"].as_u64().unwrap() > 0, "{facts}");
+    // alerts: its own 100 ms timeout, and never replayed.
+    let slow = call(&client, "weather_alerts", json!({})).await;
+    let facts = slow.structured_content.unwrap();
+    assert_eq!(facts["error"], "upstream_failed", "{facts}");
+    assert_eq!(facts["kind"], "timeout", "{facts}");
+    assert_eq!(facts["replay"], "none", "{facts}");
+    // The other tool is not limited by forecast's quota.
+    let again = call(&client, "weather_alerts", json!({})).await;
+    assert_ne!(error_code(&again).as_deref(), Some("rate_limited"));
     drop(client);
     gw.stop().await;
 }

@@ -15,8 +15,11 @@ use palisade::mcp::{
 use palisade::ratelimit::Limiter;
 use palisade::tower::ratelimit::ClientIp;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, JsonObject,
-    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, GetPromptRequestParams,
+    GetPromptResponse, GetPromptResult, Implementation, JsonObject, ListPromptsResult,
+    ListResourcesResult, ListToolsResult, PaginatedRequestParams, Prompt,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
+    ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::{NotificationContext, Peer, RequestContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -457,6 +460,104 @@ impl Gateway {
         }
     }
 
+    /// The resources of every remote MCP connector, as the upstreams list them (URIs are
+    /// passed through; when two upstreams list one URI, the first connector by name serves it).
+    pub fn resources(&self) -> Vec<Resource> {
+        let mut seen = std::collections::HashSet::new();
+        let mut all = Vec::new();
+        for connector in self.inner.connectors.values() {
+            if let Backend::Remote(remote) = &connector.backend {
+                for r in remote.resources() {
+                    if seen.insert(r.uri.clone()) {
+                        all.push(r);
+                    }
+                }
+            }
+        }
+        all
+    }
+
+    /// The prompts of every remote MCP connector, named like tools
+    /// (`{connector}{separator}{prompt}`).
+    pub fn prompts(&self) -> Vec<Prompt> {
+        let mut all = Vec::new();
+        for (name, connector) in &self.inner.connectors {
+            if let Backend::Remote(remote) = &connector.backend {
+                for mut p in remote.prompts() {
+                    p.name = crate::names::served(name, &self.inner.separator, &p.name);
+                    all.push(p);
+                }
+            }
+        }
+        all
+    }
+
+    /// Reads `uri` from the connector that lists it, under the client's rate limit and the
+    /// connector's breaker, bulkhead and timeout.
+    pub async fn read_resource_for(
+        &self,
+        client: &Caller,
+        uri: &str,
+    ) -> Result<ReadResourceResult, McpError> {
+        let found = self
+            .inner
+            .connectors
+            .values()
+            .find_map(|c| match &c.backend {
+                Backend::Remote(r) if r.resources().iter().any(|x| x.uri == uri) => Some((c, r)),
+                _ => None,
+            });
+        let Some((connector, remote)) = found else {
+            return Err(McpError::resource_not_found(
+                format!("no upstream lists the resource {uri:?}; see resources/list"),
+                None,
+            ));
+        };
+        if let Err(refusal) = self.inner.limit.check(uri, client).await {
+            return Err(refusal_error(uri, &refusal));
+        }
+        let outcome =
+            palisade::mcp::invoke(&connector.policy, uri, || remote.read_resource(uri)).await;
+        outcome_to_error(uri, outcome)
+    }
+
+    /// Gets the prompt served as `name` from its connector, under the same policies as a
+    /// resource read.
+    pub async fn get_prompt_for(
+        &self,
+        client: &Caller,
+        name: &str,
+        arguments: Option<JsonObject>,
+    ) -> Result<GetPromptResult, McpError> {
+        let sep = self.inner.separator.as_str();
+        let found = self
+            .inner
+            .connectors
+            .iter()
+            .find_map(|(cname, c)| match &c.backend {
+                Backend::Remote(r) => r
+                    .prompts()
+                    .into_iter()
+                    .find(|p| crate::names::is_served_as(name, cname, sep, &p.name))
+                    .map(|p| (c, r, p.name)),
+                _ => None,
+            });
+        let Some((connector, remote, upstream_name)) = found else {
+            return Err(McpError::invalid_params(
+                format!("unknown prompt {name:?}; see prompts/list"),
+                None,
+            ));
+        };
+        if let Err(refusal) = self.inner.limit.check(name, client).await {
+            return Err(refusal_error(name, &refusal));
+        }
+        let outcome = palisade::mcp::invoke(&connector.policy, name, || {
+            remote.get_prompt(&upstream_name, arguments)
+        })
+        .await;
+        outcome_to_error(name, outcome)
+    }
+
     /// Replays a dead-lettered call (the retry worker's handler): success acknowledges the
     /// entry; a refusal or failure reschedules it under its kind's policy.
     pub async fn replay(&self, entry: Entry<DeadCall>) -> Result<(), Failure> {
@@ -480,6 +581,37 @@ impl Gateway {
             .map(|_| {
                 tracing::info!(connector = %call.connector, tool = %call.tool, "replayed a dead-lettered call");
             })
+    }
+}
+
+/// A refusal of a resource read or prompt (which have no tool-error form): a JSON-RPC error
+/// whose `data` carries the same facts as a refused tool call (`error`, `retry_after_ms`).
+fn refusal_error(what: &str, refusal: &Refusal) -> McpError {
+    let result = refusal.to_result(what);
+    let message = result
+        .content
+        .first()
+        .and_then(|c| c.as_text())
+        .map_or_else(|| refusal.code().to_owned(), |t| t.text.clone());
+    McpError::internal_error(message, result.structured_content)
+}
+
+/// A resource read's or prompt's outcome as the client sees it.
+fn outcome_to_error<T>(what: &str, outcome: Outcome<T>) -> Result<T, McpError> {
+    match outcome {
+        Outcome::Done(value) => Ok(value),
+        Outcome::Refused(refusal) => Err(refusal_error(what, &refusal)),
+        Outcome::Rejected(message) => Err(McpError::invalid_params(message, None)),
+        Outcome::Failed(failure) | Outcome::Lost(failure) => Err(McpError::internal_error(
+            format!("{what}: the upstream failed: {}", failure.message),
+            Some(json!({"error": "upstream_failed", "kind": failure.kind.as_str()})),
+        )),
+        // `Outcome` may grow.
+        #[allow(unreachable_patterns)]
+        _ => Err(McpError::internal_error(
+            format!("{what}: not answered"),
+            None,
+        )),
     }
 }
 
@@ -527,6 +659,8 @@ impl ServerHandler for Gateway {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_tool_list_changed()
+                .enable_resources()
+                .enable_prompts()
                 .build(),
         )
         .with_server_info(Implementation::new(
@@ -552,6 +686,44 @@ impl ServerHandler for Gateway {
             tools.retain(|t| self.missing_scope(&t.name, claims).is_none());
         }
         Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        Ok(ListResourcesResult::with_all_items(self.resources()))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let client = client_of(&self.inner.client_ip, &context);
+        self.read_resource_for(&client, &request.uri)
+            .await
+            .map(Into::into)
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        Ok(ListPromptsResult::with_all_items(self.prompts()))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        let client = client_of(&self.inner.client_ip, &context);
+        self.get_prompt_for(&client, &request.name, request.arguments)
+            .await
+            .map(Into::into)
     }
 
     async fn call_tool(

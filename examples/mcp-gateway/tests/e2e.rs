@@ -1349,6 +1349,35 @@ async fn the_gateway_fronts_a_remote_mcp_server_through_failures_and_restarts() 
     assert_eq!(body["tool"], "get.forecast", "{body}");
     assert_eq!(body["arguments"]["city"], "Oslo", "{body}");
 
+    // Its resources and prompts pass through (prompts named like tools).
+    let resources = client.list_all_resources().await.unwrap();
+    assert!(
+        resources.iter().any(|r| r.uri == "flaky://status"),
+        "{resources:?}"
+    );
+    let read = client
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(
+            "flaky://status",
+        ))
+        .await
+        .unwrap();
+    assert!(format!("{read:?}").contains("failure_rate"), "{read:?}");
+    let prompts = client.list_all_prompts().await.unwrap();
+    assert!(
+        prompts.iter().any(|p| p.name == "remote_greet"),
+        "{prompts:?}"
+    );
+    let mut args = rmcp::model::JsonObject::new();
+    args.insert("name".into(), json!("Ada"));
+    let greeting = client
+        .get_prompt(rmcp::model::GetPromptRequestParams::new("remote_greet").with_arguments(args))
+        .await
+        .unwrap();
+    assert!(
+        format!("{greeting:?}").contains("Hello, Ada"),
+        "{greeting:?}"
+    );
+
     // The upstream fails: three failures open the breaker, the fourth call is not sent.
     upstream.control(json!({"failure_rate": 1})).await;
     for _ in 0..3 {
@@ -1366,6 +1395,18 @@ async fn the_gateway_fronts_a_remote_mcp_server_through_failures_and_restarts() 
         "{refused:?}"
     );
     assert_eq!(gw.breaker_state("remote").await, "open");
+    // Resource reads go through the same breaker: refused too, with the same facts.
+    let refused = client
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(
+            "flaky://status",
+        ))
+        .await
+        .unwrap_err();
+    let refused = format!("{refused:?}");
+    assert!(
+        refused.contains("breaker_open") && refused.contains("retry_after_ms"),
+        "{refused}"
+    );
     upstream.control(json!({"failure_rate": 0})).await;
     let (status, _) = gw
         .post(

@@ -267,6 +267,23 @@ fn upstream_headers(c: &ConnectorConfig) -> Result<UpstreamHeaders, ConfigError>
     Ok(headers)
 }
 
+/// Starts and supervises the process an http or mcp connector runs for its upstream (the
+/// demo's), when its config has a `command`, as the health component `<name>-process`.
+async fn start_upstream(
+    monitor: &HealthMonitor,
+    c: &ConnectorConfig,
+    resolved: &Resolved,
+) -> Result<Option<ProcessSupervisor>, StartError> {
+    let Some(program) = &resolved.command else {
+        return Ok(None);
+    };
+    let name = format!("{}-process", c.name);
+    let process = process_builder(&name, program, &resolved.args, &c.env, c.stop_grace).build();
+    process.start().await.map_err(StartError::Environment)?;
+    supervise(monitor, &name, &process)?;
+    Ok(Some(process))
+}
+
 /// Watches `process` as the health component `name`: an exit is unhealthy at once (one failure,
 /// not a threshold), and the monitor restarts it with backoff and crash-loop protection. Not
 /// critical: one connector down leaves the gateway ready.
@@ -344,14 +361,7 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
         let backend = match c.kind {
             ConnectorKind::Http => {
                 let url = resolved.url.clone().unwrap_or_default();
-                if let Some(program) = &resolved.command {
-                    // A process the gateway runs for this connector (the demo's upstreams).
-                    let name = format!("{}-process", c.name);
-                    let process =
-                        process_builder(&name, program, &resolved.args, &c.env, c.stop_grace)
-                            .build();
-                    process.start().await.map_err(StartError::Environment)?;
-                    supervise(&monitor, &name, &process)?;
+                if let Some(process) = start_upstream(&monitor, c, &resolved).await? {
                     processes.push(process);
                     http_waits.push(host_port(&url));
                 }
@@ -366,14 +376,7 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
             }
             ConnectorKind::Mcp => {
                 let url = resolved.url.clone().unwrap_or_default();
-                if let Some(program) = &resolved.command {
-                    // An MCP server the gateway runs for this connector (the demo's).
-                    let name = format!("{}-process", c.name);
-                    let process =
-                        process_builder(&name, program, &resolved.args, &c.env, c.stop_grace)
-                            .build();
-                    process.start().await.map_err(StartError::Environment)?;
-                    supervise(&monitor, &name, &process)?;
+                if let Some(process) = start_upstream(&monitor, c, &resolved).await? {
                     processes.push(process);
                     http_waits.push(host_port(&url));
                 }

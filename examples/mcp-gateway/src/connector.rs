@@ -27,6 +27,37 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Why a connector call did not produce a result ([`palisade_mcp`'s](palisade::mcp::CallError)).
 pub use palisade::mcp::CallError;
 
+/// The `tools/call` of `tool` to an MCP upstream; `key`, the call's idempotency key, goes in
+/// `_meta` (stdio and remote connectors alike).
+pub(crate) fn mcp_call_params(
+    tool: &str,
+    args: &JsonObject,
+    key: Option<&str>,
+) -> CallToolRequestParams {
+    let mut params =
+        CallToolRequestParams::new(Cow::Owned(tool.to_owned())).with_arguments(args.clone());
+    if let Some(key) = key {
+        let mut meta = JsonObject::new();
+        meta.insert(IDEMPOTENCY_META.to_owned(), Value::from(key));
+        params.meta = Some(RequestMetaObject(MetaObject(meta)));
+    }
+    params
+}
+
+/// A JSON-RPC error an MCP upstream answered: bad input (invalid params, unknown method) is
+/// the caller's to fix; anything else is the server's failure.
+pub(crate) fn mcp_error(connector: &str, e: &rmcp::ErrorData) -> CallError {
+    if e.code == ErrorCode::INVALID_PARAMS || e.code == ErrorCode::METHOD_NOT_FOUND {
+        CallError::Rejected(format!("{connector}: {}", clip(&e.message)))
+    } else {
+        CallError::Failed(Failure::server_error(format!(
+            "{connector}: the server answered error {}: {}",
+            e.code.0,
+            clip(&e.message)
+        )))
+    }
+}
+
 /// `text`, cut to [`MAX_ERROR_TEXT`] bytes (at a character boundary).
 pub(crate) fn clip(text: &str) -> String {
     if text.len() <= MAX_ERROR_TEXT {
@@ -480,32 +511,9 @@ impl StdioBackend {
                 self.name
             ))));
         };
-        let mut params =
-            CallToolRequestParams::new(Cow::Owned(tool.to_owned())).with_arguments(args.clone());
-        if let Some(key) = key {
-            let mut meta = JsonObject::new();
-            meta.insert(IDEMPOTENCY_META.to_owned(), Value::from(key));
-            params.meta = Some(RequestMetaObject(MetaObject(meta)));
-        }
-        match client.call_tool(params).await {
+        match client.call_tool(mcp_call_params(tool, args, key)).await {
             Ok(result) => Ok(result),
-            Err(ServiceError::McpError(e))
-                if e.code == ErrorCode::INVALID_PARAMS || e.code == ErrorCode::METHOD_NOT_FOUND =>
-            {
-                Err(CallError::Rejected(format!(
-                    "{}: {}",
-                    self.name,
-                    clip(&e.message)
-                )))
-            }
-            Err(ServiceError::McpError(e)) => {
-                Err(CallError::Failed(Failure::server_error(format!(
-                    "{}: the server answered error {}: {}",
-                    self.name,
-                    e.code.0,
-                    clip(&e.message)
-                ))))
-            }
+            Err(ServiceError::McpError(e)) => Err(mcp_error(&self.name, &e)),
             Err(e) => Err(CallError::Lost(Failure::unavailable(format!(
                 "{}: the stdio server went away during the call: {}",
                 self.name,

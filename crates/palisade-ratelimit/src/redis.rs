@@ -612,30 +612,7 @@ mod tests {
     /// which scripts/test runs), and touches only the key it declares.
     #[test]
     fn the_script_is_valid_lua_and_declares_its_key() {
-        let luac = ["luac5.1", "luac"]
-            .into_iter()
-            .find(|c| {
-                std::process::Command::new(c)
-                    .arg("-v")
-                    .output()
-                    .is_ok_and(|o| o.status.success())
-            })
-            .expect(
-                "no Lua compiler: install it with `apt-get install -y lua5.1` (scripts/test does)",
-            );
-        let path = std::env::temp_dir().join(format!("palisade-gcra-{}.lua", std::process::id()));
-        std::fs::write(&path, GCRA_SCRIPT).unwrap();
-        let out = std::process::Command::new(luac)
-            .args(["-p", "-o", "/dev/null"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let _ = std::fs::remove_file(&path);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        palisade_testkit::assert_lua_compiles("src/gcra.lua", GCRA_SCRIPT);
         // Every redis.call names KEYS[1] or no key at all (TIME).
         for line in GCRA_SCRIPT.lines().filter(|l| l.contains("redis.call(")) {
             assert!(

@@ -182,3 +182,40 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Checks that `source` compiles as Lua 5.1, the Lua of Redis's scripts, with `luac -p`
+/// (`luac5.1` or `luac` on the PATH: `apt-get install -y lua5.1`, which scripts/test runs).
+/// Panics naming `name` and luac's message when it does not, and when no compiler is
+/// installed, so that a machine without one never passes silently.
+pub fn assert_lua_compiles(name: &str, source: &str) {
+    let luac = ["luac5.1", "luac"]
+        .into_iter()
+        .find(|c| {
+            Command::new(c)
+                .arg("-v")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no Lua compiler: the syntax check of Redis scripts needs luac5.1 (or luac) on \
+                 the PATH; install it with `apt-get install -y lua5.1` (scripts/test does)"
+            )
+        });
+    let path = std::env::temp_dir().join(format!(
+        "{}.lua",
+        unique(&format!("palisade-luac-{}", name.replace('/', "_")))
+    ));
+    std::fs::write(&path, source).unwrap();
+    let out = Command::new(luac)
+        .args(["-p", "-o", "/dev/null"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "{name} does not compile as Lua 5.1: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -406,37 +406,8 @@ mod tests {
     /// there, so that a machine without it does not pass silently.
     #[test]
     fn every_script_compiles() {
-        let luac = ["luac5.1", "luac"]
-            .into_iter()
-            .find(|c| {
-                std::process::Command::new(c)
-                    .arg("-v")
-                    .output()
-                    .is_ok_and(|o| o.status.success())
-            })
-            .unwrap_or_else(|| {
-                panic!(
-                    "no Lua compiler: the syntax check of the Redis scripts needs luac5.1 \
-                     (or luac) on the PATH; install it with `apt-get install -y lua5.1`"
-                )
-            });
-        let dir = std::env::temp_dir().join(format!("palisade-dlq-luac-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
         for s in SCRIPTS.all() {
-            let path = dir.join(format!("{}.lua", s.name));
-            std::fs::write(&path, s.source()).unwrap();
-            let out = std::process::Command::new(luac)
-                .arg("-p")
-                .arg(&path)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "src/lua/{}.lua does not compile: {}",
-                s.name,
-                String::from_utf8_lossy(&out.stderr)
-            );
+            palisade_testkit::assert_lua_compiles(&format!("src/lua/{}.lua", s.name), &s.source());
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

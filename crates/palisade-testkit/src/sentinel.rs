@@ -10,9 +10,10 @@ use crate::process::{ServerProcess, TempDir, info_field, poll, query, role, spar
 /// The name the sentinels monitor the primary under.
 pub const MASTER_NAME: &str = "mymaster";
 
-/// `down-after-milliseconds` of the sentinels: a killed primary is failed over about 2-4 s after
-/// it dies.
-pub const DOWN_AFTER_MS: u64 = 1000;
+/// `down-after-milliseconds` of the sentinels: a killed primary is failed over about 3-5 s after
+/// it dies. Not less: on a loaded 2-core CI machine a sentinel whose pings are answered late
+/// would declare a healthy primary down and fail over again.
+pub const DOWN_AFTER_MS: u64 = 2000;
 
 /// How long starting or reconfiguring the group may take before the fixture gives up.
 const SETTLE: Duration = Duration::from_secs(30);
@@ -37,7 +38,14 @@ impl SentinelGroup {
     /// knows the primary, the replica and the two other sentinels. Panics when it does not come
     /// up.
     pub fn start() -> Self {
-        Self::start_inner(None)
+        Self::start_inner(None, 1)
+    }
+
+    /// [`Self::start`] with `replicas` replicas (1 to 4): after a failover the new primary
+    /// still has replicas, without restarting the old one.
+    pub fn start_with_replicas(replicas: usize) -> Self {
+        assert!((1..=4).contains(&replicas), "1 to 4 replicas");
+        Self::start_inner(None, replicas)
     }
 
     /// [`Self::start`], with the sentinels requiring `password` (`requirepass`; they use it
@@ -47,13 +55,14 @@ impl SentinelGroup {
             !password.is_empty() && !password.contains(char::is_whitespace),
             "the sentinel password must be non-empty and without whitespace"
         );
-        Self::start_inner(Some(password.to_owned()))
+        Self::start_inner(Some(password.to_owned()), 1)
     }
 
-    fn start_inner(password: Option<String>) -> Self {
+    fn start_inner(password: Option<String>, replicas: usize) -> Self {
         let dir = TempDir::new("palisade-sentinel");
-        let ports = spare_ports(5);
-        let nodes: Vec<ServerProcess> = ports[..2]
+        let ports = spare_ports(4 + replicas);
+        let data = 1 + replicas;
+        let nodes: Vec<ServerProcess> = ports[..data]
             .iter()
             .map(|&port| {
                 let args = [
@@ -82,7 +91,7 @@ impl SentinelGroup {
                 )
             })
             .collect();
-        let sentinels: Vec<ServerProcess> = ports[2..]
+        let sentinels: Vec<ServerProcess> = ports[data..]
             .iter()
             .map(|&port| {
                 let conf = dir.path().join(format!("sentinel-{port}.conf"));
@@ -125,13 +134,15 @@ impl SentinelGroup {
         let primary = ports[0];
         group.nodes[0].spawn();
         group.nodes[0].wait_ready(Duration::from_secs(10));
-        group.nodes[1].spawn_with(&[
-            "--replicaof".into(),
-            "127.0.0.1".into(),
-            primary.to_string(),
-        ]);
-        group.nodes[1].wait_ready(Duration::from_secs(10));
-        wait_for_link(ports[1]);
+        for node in &mut group.nodes[1..] {
+            node.spawn_with(&[
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                primary.to_string(),
+            ]);
+            node.wait_ready(Duration::from_secs(10));
+            wait_for_link(node.port);
+        }
 
         for sentinel in &mut group.sentinels {
             sentinel.spawn();
@@ -139,7 +150,7 @@ impl SentinelGroup {
         for sentinel in &mut group.sentinels {
             sentinel.wait_ready(Duration::from_secs(10));
         }
-        group.wait_until_sentinels_agree(primary, &[ports[1]]);
+        group.wait_until_sentinels_agree(primary, &ports[1..data]);
         group
     }
 

@@ -94,12 +94,28 @@ impl Backend {
     /// The upstream name of the tool clients call `served` (`{connector}{separator}{tool}`,
     /// see [`names`](crate::names)), if the connector has it; a stdio server is asked again
     /// when the name is unknown (its list may have changed since the last start).
-    pub async fn resolve(&self, served: &str, connector: &str, separator: &str) -> Option<String> {
+    /// Borrowed from `served` when the upstream name is the tail of it (no allocation on the
+    /// call path for the usual, portable names).
+    pub async fn resolve<'a>(
+        &self,
+        served: &'a str,
+        connector: &str,
+        separator: &str,
+    ) -> Option<Cow<'a, str>> {
+        let tail = served
+            .get(connector.len() + separator.len()..)
+            .unwrap_or_default();
         let find = |tools: &[Tool]| {
             tools
                 .iter()
                 .find(|t| crate::names::is_served_as(served, connector, separator, &t.name))
-                .map(|t| t.name.to_string())
+                .map(|t| {
+                    if t.name == tail {
+                        Cow::Borrowed(tail)
+                    } else {
+                        Cow::Owned(t.name.to_string())
+                    }
+                })
         };
         match self {
             Backend::Http(h) => find(&h.tools),

@@ -283,7 +283,10 @@ impl Gateway {
     }
 
     /// The connector and upstream tool name behind the served name `name`.
-    async fn resolve(&self, name: &str) -> Option<(&Arc<Connector>, String)> {
+    async fn resolve<'a>(
+        &self,
+        name: &'a str,
+    ) -> Option<(&Arc<Connector>, std::borrow::Cow<'a, str>)> {
         let sep = self.inner.separator.as_str();
         for (connector_name, connector) in &self.inner.connectors {
             if !name
@@ -405,7 +408,7 @@ impl Gateway {
             }
             return Err(unknown());
         };
-        let tool = tool.as_str();
+        let tool = tool.as_ref();
         // The tool's own quota (`tool_settings.<tool>.quota`), if it has one.
         if let Err(refusal) = connector.policy(tool).check_rate(name, client).await {
             return Ok(refusal.to_result(name));

@@ -72,6 +72,12 @@ pub fn is_served_as(served_name: &str, connector: &str, separator: &str, tool: &
     if rest == tool {
         return true;
     }
+    // A portable name that fits is served as it is: it matched above or not at all (no
+    // allocation for the other tools of a connector on every call).
+    if tool.bytes().all(portable_byte) && connector.len() + separator.len() + tool.len() <= MAX_LEN
+    {
+        return false;
+    }
     served(connector, separator, tool) == served_name
 }
 

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 
@@ -228,6 +228,34 @@ impl FromRequestParts<AppState> for Scraper {
         }
         Ok(Scraper)
     }
+}
+
+/// The token rules of an application's extension routes
+/// ([`AdminRouterBuilder::extension`](crate::AdminRouterBuilder::extension)): `GET`/`HEAD` as a
+/// reader, any other method as the operator, whose actor replaces `X-Palisade-Actor`.
+pub(crate) async fn guard_extension(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (mut parts, body) = request.into_parts();
+    if parts.method == axum::http::Method::GET || parts.method == axum::http::Method::HEAD {
+        if let Err(e) = Reader::from_request_parts(&mut parts, &state).await {
+            return e.into_response();
+        }
+    } else {
+        match Operator::from_request_parts(&mut parts, &state).await {
+            Ok(operator) => {
+                if let Ok(value) = axum::http::HeaderValue::from_str(&operator.actor) {
+                    parts.headers.insert("x-palisade-actor", value);
+                }
+            }
+            Err(e) => return e.into_response(),
+        }
+    }
+    next.run(axum::extract::Request::from_parts(parts, body))
+        .await
 }
 
 /// A caller allowed to read: anyone holding a token (operator or viewer), or anyone at all

@@ -66,6 +66,7 @@ impl AdminRouter {
             body_limit: DEFAULT_BODY_LIMIT,
             keep_alive: DEFAULT_KEEP_ALIVE,
             allow_non_loopback: false,
+            extensions: Vec::new(),
         }
     }
 }
@@ -93,6 +94,7 @@ pub struct AdminRouterBuilder {
     body_limit: usize,
     keep_alive: Duration,
     allow_non_loopback: bool,
+    extensions: Vec<Router>,
 }
 
 impl fmt::Debug for AdminRouterBuilder {
@@ -309,18 +311,36 @@ impl AdminRouterBuilder {
         (state, self.body_limit, self.allow_non_loopback, self.hosts)
     }
 
+    /// Serves `routes` (an application's own admin routes, such as
+    /// `palisade_fleet::fleet_router`'s) beside the built-in ones, behind the same rules:
+    /// the `Host`/`Origin` check, a reader's token for `GET` and `HEAD` (when reads need one),
+    /// the operator token for every other method; the body limit; and `X-Palisade-Actor`
+    /// replaced by the audit trail's actor of the authenticated caller.
+    pub fn extension(mut self, routes: Router) -> Self {
+        self.extensions.push(routes);
+        self
+    }
+
     /// The router. Nest or merge it into an application's router, or serve it alone with
     /// [`serve`](Self::serve).
-    pub fn build(self) -> Router {
+    pub fn build(mut self) -> Router {
+        let extensions = std::mem::take(&mut self.extensions);
         let (state, body_limit, _, hosts) = self.state();
-        routes(state, body_limit, hosts)
+        with_extensions(
+            routes(state.clone(), body_limit, hosts.clone()),
+            extensions,
+            state,
+            body_limit,
+            hosts,
+        )
     }
 
     /// Serves the router on its own listener at `addr` (port 0 picks a free port; see
     /// [`AdminServer::local_addr`]). Refuses an address that is not loopback unless
     /// [`allow_non_loopback`](Self::allow_non_loopback) was set. Must run inside a tokio
     /// runtime. The audit trail gets each caller's address.
-    pub async fn serve(self, addr: SocketAddr) -> Result<AdminServer, ServeError> {
+    pub async fn serve(mut self, addr: SocketAddr) -> Result<AdminServer, ServeError> {
+        let extensions = std::mem::take(&mut self.extensions);
         let (state, body_limit, allow_non_loopback, mut hosts) = self.state();
         if !allow_non_loopback && !addr.ip().to_canonical().is_loopback() {
             return Err(ServeError::NotLoopback { addr });
@@ -329,7 +349,13 @@ impl AdminRouterBuilder {
             hosts.add(&addr.ip().to_string());
         }
         let shutdown = state.inner.shutdown.clone();
-        let router = routes(state, body_limit, hosts);
+        let router = with_extensions(
+            routes(state.clone(), body_limit, hosts.clone()),
+            extensions,
+            state,
+            body_limit,
+            hosts,
+        );
         AdminServer::start(router, addr, shutdown).await
     }
 }
@@ -404,6 +430,32 @@ fn routes(state: AppState, body_limit: usize, hosts: HostPolicy) -> Router {
             check_host,
         ))
         .with_state(state)
+}
+
+/// `router` with the application's `extensions` merged in, each behind the token rules
+/// ([`AdminRouterBuilder::extension`]).
+fn with_extensions(
+    router: Router,
+    extensions: Vec<Router>,
+    state: AppState,
+    body_limit: usize,
+    hosts: HostPolicy,
+) -> Router {
+    let hosts = Arc::new(hosts);
+    extensions.into_iter().fold(router, |router, extension| {
+        router.merge(
+            extension
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    crate::auth::guard_extension,
+                ))
+                .layer(DefaultBodyLimit::max(body_limit))
+                .layer(axum::middleware::from_fn_with_state(
+                    Arc::clone(&hosts),
+                    check_host,
+                )),
+        )
+    })
 }
 
 /// The dashboard page (static; its data comes from the JSON routes).

@@ -461,3 +461,58 @@ async fn event_details_are_shown_to_the_operator_only() {
     let full = send(&app, get("/admin/events")).await;
     assert!(audit(&full)["after"].is_object(), "{}", full.text);
 }
+
+#[tokio::test]
+async fn extension_routes_follow_the_same_token_rules_and_get_the_audited_actor() {
+    let f = fixture().await;
+    // An application's own route: echoes the actor header it is handed.
+    let extension = axum::Router::new().route(
+        "/admin/app/thing",
+        axum::routing::get(|| async { "read" }).post(|headers: axum::http::HeaderMap| async move {
+            headers
+                .get("x-palisade-actor")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("none")
+                .to_owned()
+        }),
+    );
+    let app = AdminRouter::builder(&f.registry)
+        .token(TOKEN)
+        .viewer_token("viewer-token-0123456789")
+        .extension(extension)
+        .build();
+    // Reads need a token (reads are protected by default); the viewer's will do.
+    send(&app, get_anonymous("/admin/app/thing"))
+        .await
+        .assert_error(401, "unauthorized");
+    let mut viewer_read = get_anonymous("/admin/app/thing");
+    viewer_read.headers_mut().insert(
+        "authorization",
+        "Bearer viewer-token-0123456789".parse().unwrap(),
+    );
+    assert_eq!(send(&app, viewer_read).await.text, "read");
+    // Anything else needs the operator token: none is 401, the viewer's 403.
+    send(&app, post_as("/admin/app/thing", None, ""))
+        .await
+        .assert_error(401, "unauthorized");
+    send(
+        &app,
+        post_as(
+            "/admin/app/thing",
+            Some("Bearer viewer-token-0123456789"),
+            "",
+        ),
+    )
+    .await
+    .assert_error(403, "forbidden");
+    // The operator gets through, and a forged actor header is replaced by the audited one.
+    let mut forged = post_as("/admin/app/thing", Some(&format!("Bearer {TOKEN}")), "");
+    forged
+        .headers_mut()
+        .insert("x-palisade-actor", "mallory".parse().unwrap());
+    let r = send(&app, forged).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_ne!(r.text, "none");
+    // The built-in routes are still there.
+    assert_eq!(send(&app, get("/admin")).await.status, 200);
+}

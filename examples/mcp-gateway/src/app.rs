@@ -81,6 +81,12 @@ pub struct StartOptions {
     pub dlq_queue: Option<String>,
     /// How a client's address is found (`TRUSTED_PROXIES`); default: the peer address.
     pub client_ip: Option<ClientIp>,
+    /// With Redis: this instance's id in its fleet (`PALISADE_INSTANCE_ID`; default
+    /// `<host name>-<MCP port>`). Keep it stable across restarts so a restarted instance
+    /// catches up on the fleet commands it missed.
+    pub instance_id: Option<String>,
+    /// With Redis: the fleet's name (`PALISADE_FLEET`; default `mcp-gateway`).
+    pub fleet: Option<String>,
 }
 
 /// A running gateway.
@@ -97,6 +103,8 @@ pub struct Running {
     pub gateway: Gateway,
     /// The open MCP sessions.
     pub sessions: Arc<Sessions>,
+    /// This instance in its fleet (with Redis).
+    pub fleet: Option<palisade_fleet::Fleet>,
     workers: Vec<Worker>,
     admin: palisade::admin::AdminServer,
     mcp: tokio::task::JoinHandle<()>,
@@ -122,6 +130,11 @@ impl Running {
     /// to finish (dead-lettering, under their replay policy, those still waiting then), stops
     /// serving, lets the retry workers finish their calls and stops every child process.
     pub async fn shutdown(self) {
+        if let Some(fleet) = &self.fleet
+            && let Err(e) = fleet.leave().await
+        {
+            tracing::warn!(error = %e, "could not leave the fleet; it drops this instance at its ttl");
+        }
         self.gateway.drain();
         let in_flight = self.gateway.calls_in_flight();
         if in_flight > 0 {
@@ -595,7 +608,38 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
         }
     });
 
+    // With Redis, this instance joins its fleet: fleet commands, the instance list and the
+    // durable overrides (re-applied now, before the admin API opens).
+    let fleet = match &options.redis {
+        Some(redis) => {
+            let id = options.instance_id.clone().unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/etc/hostname")
+                    .map(|h| h.trim().to_owned())
+                    .ok()
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| "gateway".to_owned());
+                format!("{host}-{}", mcp_addr.port())
+            });
+            let fleet_config = palisade_fleet::FleetConfig {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                addresses: vec![format!("http://{mcp_addr}/mcp")],
+                ..palisade_fleet::FleetConfig::new(
+                    options.fleet.as_deref().unwrap_or("mcp-gateway"),
+                    &id,
+                )
+            };
+            Some(
+                palisade_fleet::Fleet::join(redis, fleet_config, &registry)
+                    .await
+                    .map_err(|e| StartError::Environment(format!("cannot join the fleet: {e}")))?,
+            )
+        }
+        None => None,
+    };
     let mut admin = AdminRouter::builder(&registry).health(&monitor);
+    if let Some(fleet) = &fleet {
+        admin = admin.extension(palisade_fleet::fleet_router(fleet.clone()));
+    }
     admin = match &options.admin_token {
         Some(token) => admin.token(token.clone()),
         None => admin.without_token(),
@@ -630,6 +674,7 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
         monitor,
         gateway,
         sessions,
+        fleet,
         workers,
         admin,
         mcp,

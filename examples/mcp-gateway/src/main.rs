@@ -23,7 +23,7 @@ REDIS_SENTINEL_USERNAME / REDIS_SENTINEL_PASSWORD, REDIS_TLS_CA_FILE, REDIS_TLS_
 REDIS_TLS_KEY_FILE (mutual TLS), REDIS_TLS_INSECURE (tests only),
 PALISADE_ADMIN_TOKEN or PALISADE_ADMIN_TOKEN_FILE (operator; generated and printed when unset),
 PALISADE_VIEWER_TOKEN or PALISADE_VIEWER_TOKEN_FILE (admin reads only), HEALTH_MONITOR_AUTO_RESTART,
-MCP_GATEWAY_DLQ_QUEUE, TRUSTED_PROXIES (proxies whose X-Forwarded-For names the client),
+MCP_GATEWAY_DLQ_QUEUE, PALISADE_INSTANCE_ID / PALISADE_FLEET (with Redis: fleet commands), TRUSTED_PROXIES (proxies whose X-Forwarded-For names the client),
 CLIENT_IPV6_PREFIX / CLIENT_IPV4_PREFIX (how much of an address keys its rate limit: 64 / 32),
 LOG_LEVEL (error, warn, info, debug, trace)";
 
@@ -188,6 +188,8 @@ async fn serve(config: GatewayConfig) -> Result<(), String> {
         admin_token: Some(admin_token.clone()),
         prometheus,
         dlq_queue: env("MCP_GATEWAY_DLQ_QUEUE"),
+        instance_id: env("PALISADE_INSTANCE_ID"),
+        fleet: env("PALISADE_FLEET"),
         client_ip: Some(
             palisade::tower::ratelimit::ClientIp::from_env()
                 .map_err(|e| format!("invalid environment: {e}"))?,

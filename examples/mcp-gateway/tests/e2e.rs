@@ -1506,3 +1506,120 @@ replay = "never"
     drop(client);
     gw.stop().await;
 }
+
+/// Starts one gateway of fleet `fleet` as instance `id`, in front of `upstream`.
+async fn fleet_member(fleet: &str, id: &str, redis: &str, upstream: &str) -> Gateway {
+    let config = format!(
+        "{SERVER}[breaker]\nconsecutive_failures = 50\n{}",
+        http_connector("weather", upstream, "dead_letter = false")
+    );
+    Gateway::start(
+        &config,
+        &[
+            ("REDIS_URL", redis),
+            ("PALISADE_FLEET", fleet),
+            ("PALISADE_INSTANCE_ID", id),
+            ("MCP_GATEWAY_DLQ_QUEUE", fleet),
+        ],
+    )
+    .await
+}
+
+fn statuses(answer: &serde_json::Value) -> BTreeMap<String, String> {
+    answer["answers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no answers in {answer}"))
+        .iter()
+        .map(|a| {
+            (
+                a["instance"].as_str().unwrap().to_owned(),
+                a["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_command_reaches_every_instance_and_a_persisted_one_survives_restarts() {
+    let (redis, _conn) = palisade_testkit::shared_redis().await;
+    let fleet = unique("e2e-fleet");
+    let upstream = Upstream::start(&[]).await;
+    let a = fleet_member(&fleet, "a", &redis, &upstream.url).await;
+    let b = fleet_member(&fleet, "b", &redis, &upstream.url).await;
+    let c = fleet_member(&fleet, "c", &redis, &upstream.url).await;
+    let listed = a.get("/fleet").await;
+    assert_eq!(listed["count"], 3, "{listed}");
+
+    // force_open sent to one instance, persisted: every instance applies it before answering.
+    let command = json!({
+        "kind": "circuit_breaker", "name": "weather",
+        "command": {"action": "force_open"}, "persist": true, "deadline_ms": 1000
+    });
+    let (status, _) = a.post("/fleet/commands", None, command.clone()).await;
+    assert_eq!(status, 401, "fleet commands need the operator token");
+    let (status, answer) = a.post("/fleet/commands", Some(TOKEN), command).await;
+    assert_eq!(status, 200, "{answer}");
+    let expected: BTreeMap<String, String> = ["a", "b", "c"]
+        .iter()
+        .map(|i| ((*i).to_owned(), "applied".to_owned()))
+        .collect();
+    assert_eq!(statuses(&answer), expected, "{answer}");
+    for gw in [&a, &b, &c] {
+        assert_eq!(gw.breaker_state("weather").await, "forced_open");
+    }
+    let client = c.client().await;
+    let refused = call(&client, "weather_forecast", json!({})).await;
+    assert_eq!(
+        error_code(&refused).as_deref(),
+        Some("breaker_open"),
+        "{refused:?}"
+    );
+    drop(client);
+
+    // Every instance restarted: the persisted override comes back with them.
+    a.stop().await;
+    b.stop().await;
+    c.stop().await;
+    let a = fleet_member(&fleet, "a", &redis, &upstream.url).await;
+    let b = fleet_member(&fleet, "b", &redis, &upstream.url).await;
+    assert_eq!(a.breaker_state("weather").await, "forced_open");
+    assert_eq!(b.breaker_state("weather").await, "forced_open");
+
+    // b stops; a persisted reset is sent meanwhile (b's answer: none); b, back, catches up.
+    b.stop().await;
+    let reset = json!({
+        "kind": "circuit_breaker", "name": "weather",
+        "command": {"action": "reset"}, "persist": true, "deadline_ms": 500
+    });
+    let (status, answer) = a.post("/fleet/commands", Some(TOKEN), reset).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        statuses(&answer).get("a").map(String::as_str),
+        Some("applied"),
+        "{answer}"
+    );
+    assert_eq!(a.breaker_state("weather").await, "closed");
+    let b = fleet_member(&fleet, "b", &redis, &upstream.url).await;
+    assert_eq!(
+        b.breaker_state("weather").await,
+        "closed",
+        "b applied the reset it missed"
+    );
+    let overrides = a.get("/fleet/overrides").await;
+    assert_eq!(overrides["count"], 0, "{overrides}");
+
+    // An instance killed with SIGKILL leaves the list within its ttl (10 s).
+    signal(b.proc.pid(), "-KILL");
+    eventually(
+        "the killed instance leaves the fleet list",
+        Duration::from_secs(20),
+        || async {
+            let listed = a.get("/fleet").await;
+            listed["count"] == 1 && listed["instances"][0]["id"] == "a"
+        },
+    )
+    .await;
+    let listed = a.get("/fleet").await;
+    assert_eq!(listed["count"], 1, "{listed}");
+    a.stop().await;
+}

@@ -63,8 +63,9 @@ pub fn bus_for(registry: Option<&Registry>, clock: crate::SharedClock) -> EventB
     }
 }
 
-/// A component's snapshot with its identity, as listed by [`Registry::snapshot_all`].
-#[derive(Debug, Clone, Serialize)]
+/// A component's snapshot with its identity, as listed by [`Registry::snapshot_all`] (and, read
+/// back, as another instance published it).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ComponentSnapshot {
     /// The component's kind.
     pub kind: ComponentKind,

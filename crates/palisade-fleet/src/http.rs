@@ -71,6 +71,7 @@ const MAX_ACTOR_LEN: usize = 64;
 pub fn fleet_router(fleet: Fleet) -> Router {
     Router::new()
         .route("/admin/fleet", get(instances))
+        .route("/admin/fleet/resilience", get(resilience))
         .route("/admin/fleet/commands", post(send))
         .route("/admin/fleet/overrides", get(overrides).delete(clear_all))
         .route("/admin/fleet/overrides/{kind}/{name}", delete(clear_one))
@@ -302,6 +303,11 @@ async fn clear_one(
     Ok(Json(
         json!({"kind": kind, "name": name, "removed": removed}),
     ))
+}
+
+/// `GET /admin/fleet/resilience`: the live instances' components as one.
+async fn resilience(State(fleet): State<Fleet>) -> Result<Json<crate::FleetResilience>, ApiError> {
+    Ok(Json(fleet.resilience().await?))
 }
 
 async fn clear_all(State(fleet): State<Fleet>) -> Result<Json<Value>, ApiError> {

@@ -83,9 +83,12 @@ impl Details {
 /// One heartbeat.
 pub(crate) async fn beat(shared: &Shared) -> Result<(), FleetError> {
     let c = &shared.config;
+    // The components' snapshots ride along in the same script call: one Redis command per
+    // instance per heartbeat, whatever the call rate.
+    let snapshots = serde_json::to_string(&shared.registry.snapshot_all(None)).unwrap_or_default();
     shared
         .store
-        .heartbeat(&shared.details, c.ttl, c.cursor_retention())
+        .heartbeat(&shared.details, c.ttl, c.cursor_retention(), &snapshots)
         .await
         .map(drop)
 }

@@ -17,6 +17,9 @@ pub(crate) enum Key {
     Cursor,
     /// `results:<stream id>`: hash, instance id → outcome JSON.
     Results,
+    /// `snapshots`: hash, instance id → its components' snapshots (JSON), written by every
+    /// heartbeat.
+    Snapshots,
 }
 
 impl Key {
@@ -30,6 +33,7 @@ impl Key {
             Key::Overrides => "overrides",
             Key::Cursor => "cursor",
             Key::Results => "results",
+            Key::Snapshots => "snapshots",
         }
     }
 }
@@ -43,6 +47,7 @@ pub(crate) struct FleetKeys {
     stream: String,
     overrides: String,
     cursor: String,
+    snapshots: String,
 }
 
 impl FleetKeys {
@@ -55,6 +60,7 @@ impl FleetKeys {
             stream: format!("{prefix}commands"),
             overrides: format!("{prefix}overrides"),
             cursor: format!("{prefix}cursor:{instance}"),
+            snapshots: format!("{prefix}snapshots"),
             prefix,
         }
     }
@@ -78,6 +84,7 @@ impl FleetKeys {
             Key::Overrides => self.overrides.clone(),
             Key::Cursor => self.cursor.clone(),
             Key::Results => self.results(id),
+            Key::Snapshots => self.snapshots.clone(),
         }
     }
 }
@@ -98,6 +105,7 @@ mod tests {
             Key::Overrides,
             Key::Cursor,
             Key::Results,
+            Key::Snapshots,
         ] {
             let name = keys.name(key, "1700000000000-0");
             assert!(name.starts_with("palisade:fleet:{mcp}:"), "{name}");

@@ -176,6 +176,7 @@ mod overrides;
 mod reply;
 mod scripts;
 mod store;
+mod view;
 mod worker;
 
 pub use apply::APPLY_TIMEOUT;
@@ -188,3 +189,4 @@ pub use http::{ACTOR_HEADER, DEFAULT_ACTOR, DEFAULT_DEADLINE, MAX_DEADLINE, flee
 pub use instance::InstanceInfo;
 pub use overrides::Override;
 pub use store::STREAM_MAX_LEN;
+pub use view::{FleetComponent, FleetResilience, aggregate};

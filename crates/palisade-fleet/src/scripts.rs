@@ -81,8 +81,11 @@ impl Scripts {
 
 /// The scripts, built once per process.
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    heartbeat: script!("heartbeat", &[Key::Instances, Key::Info, Key::Cursor]),
-    leave: script!("leave", &[Key::Instances, Key::Info]),
+    heartbeat: script!(
+        "heartbeat",
+        &[Key::Instances, Key::Info, Key::Cursor, Key::Snapshots]
+    ),
+    leave: script!("leave", &[Key::Instances, Key::Info, Key::Snapshots]),
     list: script!("list", &[Key::Instances, Key::Info]),
     send: script!("send", &[Key::Stream, Key::Overrides, Key::Instances]),
     sync: script!("sync", &[Key::Stream, Key::Overrides, Key::Cursor]),

@@ -85,13 +85,29 @@ impl Store {
         details: &str,
         ttl: Duration,
         retention: Duration,
+        snapshots: &str,
     ) -> Result<u64, FleetError> {
         let (ttl, keep) = (millis(ttl).to_string(), millis(retention).to_string());
         let s = &SCRIPTS.heartbeat;
         let reply = self
-            .run("heartbeat", s, "", &[&self.instance, details, &ttl, &keep])
+            .run(
+                "heartbeat",
+                s,
+                "",
+                &[&self.instance, details, &ttl, &keep, snapshots],
+            )
             .await?;
         int(&reply).ok_or_else(|| self.shape(s.name))
+    }
+
+    /// Every instance's last published snapshots (instance id → JSON text).
+    pub(crate) async fn snapshots(&self) -> Result<Vec<(String, String)>, FleetError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("HGETALL")
+            .arg(self.keys.name(crate::keys::Key::Snapshots, ""))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.unavailable("snapshots", e))
     }
 
     /// Removes this instance from the fleet; `true` if it was registered.

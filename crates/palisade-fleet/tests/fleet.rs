@@ -477,3 +477,51 @@ async fn on_a_redis_cluster_commands_and_overrides_reach_every_instance() {
     assert_eq!(ids(&c.fleet).await, ["a", "c"]);
     assert_eq!(a.fleet.clear_all().await.unwrap(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_view_sums_counters_and_shows_the_worst_state_per_instance() {
+    let (url, _conn) = shared_redis().await;
+    let name = unique("fleet-view");
+    let fast = |id: &str| FleetConfig {
+        heartbeat: Duration::from_millis(100),
+        ..FleetConfig::new(&name, id)
+    };
+    let a = node_with(&url, fast("a")).await;
+    let b = node_with(&url, fast("b")).await;
+    // Locally, on b only: the breaker is forced open and refuses two calls.
+    b.breaker.force_open();
+    for _ in 0..2 {
+        assert!(b.breaker.try_acquire().is_err());
+    }
+    palisade_testkit::eventually("the fleet view shows b's breaker", DEADLINE, || async {
+        let view = a.fleet.resilience().await.unwrap();
+        view.components.iter().any(|c| {
+            c.kind == CB
+                && c.name == "upstream"
+                && c.worst.as_deref() == Some("forced_open")
+                && c.instances.len() == 2
+        })
+    })
+    .await;
+    let view = a.fleet.resilience().await.unwrap();
+    assert_eq!(view.instances, ["a", "b"]);
+    let breaker = view.components.iter().find(|c| c.kind == CB).unwrap();
+    assert_eq!(breaker.instances["a"]["state"], "closed");
+    assert_eq!(breaker.instances["b"]["state"], "forced_open");
+    let rejected: u64 = ["a", "b"]
+        .iter()
+        .map(|i| {
+            breaker.instances[*i]["rejected_total"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(
+        breaker.totals.get("rejected_total").copied().unwrap_or(0),
+        rejected
+    );
+    // An instance that leaves leaves the view.
+    b.fleet.leave().await.unwrap();
+    let view = a.fleet.resilience().await.unwrap();
+    assert_eq!(view.instances, ["a"]);
+}

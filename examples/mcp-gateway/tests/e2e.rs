@@ -1567,6 +1567,24 @@ async fn a_fleet_command_reaches_every_instance_and_a_persisted_one_survives_res
     for gw in [&a, &b, &c] {
         assert_eq!(gw.breaker_state("weather").await, "forced_open");
     }
+    // The fleet view (snapshots published with the heartbeats) shows it on every instance.
+    eventually(
+        "the fleet view shows the breaker forced open everywhere",
+        Duration::from_secs(10),
+        || async {
+            let view = b.get("/fleet/resilience").await;
+            view["components"].as_array().is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c["name"] == "weather"
+                        && c["worst"] == "forced_open"
+                        && c["instances"].as_object().is_some_and(|i| {
+                            i.len() == 3 && i.values().all(|s| s["state"] == "forced_open")
+                        })
+                })
+            })
+        },
+    )
+    .await;
     let client = c.client().await;
     let refused = call(&client, "weather_forecast", json!({})).await;
     assert_eq!(

@@ -26,7 +26,7 @@ use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::config::{QuotaKey, QuotaRule};
+use crate::config::QuotaRule;
 use crate::connector::Backend;
 use crate::replay::{ReplayPolicy, idempotency_key};
 
@@ -209,15 +209,7 @@ impl Gateway {
         let limits = quotas
             .into_iter()
             .map(|(rule, limiter)| {
-                let parts: Vec<KeyPart> = rule
-                    .key
-                    .iter()
-                    .map(|k| match k {
-                        QuotaKey::Identity => KeyPart::Identity,
-                        QuotaKey::Ip => KeyPart::Ip,
-                        QuotaKey::Tool => KeyPart::Tool,
-                    })
-                    .collect();
+                let parts: Vec<KeyPart> = rule.key.iter().map(|k| k.part()).collect();
                 // The config refuses an empty key; identity is the safe default regardless.
                 let key = KeyBy::new(&parts).unwrap_or_default();
                 let limit = RateLimit::new(limiter).key_by(key).rule(rule.name.clone());

@@ -11,6 +11,7 @@ use crate::breaker::CircuitBreaker;
 use crate::config::BreakerConfig;
 use crate::error::ceil_millis;
 use crate::machine;
+use crate::sharing::SharingSnapshot;
 use crate::state::State;
 use crate::window::WindowSnapshot;
 
@@ -113,6 +114,10 @@ pub struct BreakerSnapshot {
     pub last_transition: Option<TransitionSnapshot>,
     /// The config in force.
     pub config: BreakerConfig,
+    /// How sharing with other instances goes, when the breaker is shared (palisade-fleet);
+    /// absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared: Option<SharingSnapshot>,
 }
 
 impl CircuitBreaker {
@@ -163,6 +168,7 @@ impl CircuitBreaker {
                 at_unix_ms: t.at_unix_ms,
             }),
             config: ctl.config.clone(),
+            shared: s.sharing.lock().clone(),
         }
     }
 

@@ -71,6 +71,7 @@ mod error;
 mod machine;
 mod permit;
 mod shared;
+mod sharing;
 mod state;
 mod window;
 
@@ -84,5 +85,6 @@ pub use control::{
 };
 pub use error::{CallError, RejectReason, Rejected};
 pub use permit::Permit;
+pub use sharing::{SharedTrip, SharingSnapshot, SharingStatus};
 pub use state::State;
 pub use window::WindowSnapshot;

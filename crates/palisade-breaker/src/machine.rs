@@ -68,6 +68,8 @@ pub(crate) enum Cause {
     SlowCallRate(f64),
     /// An operator command.
     Admin(&'static str),
+    /// The instances the breaker is shared with.
+    Shared(crate::sharing::SharedTrip),
 }
 
 impl fmt::Display for Cause {
@@ -91,6 +93,7 @@ impl fmt::Display for Cause {
             Cause::FailureRate(r) => write!(f, "failure rate {r:.1}% over the window"),
             Cause::SlowCallRate(r) => write!(f, "slow-call rate {r:.1}% over the window"),
             Cause::Admin(what) => f.write_str(what),
+            Cause::Shared(why) => why.fmt(f),
         }
     }
 }

@@ -67,6 +67,8 @@ pub(crate) struct Shared {
     pub(crate) slow_nanos: AtomicU64,
     pub(crate) window: Mutex<Option<Window>>,
     pub(crate) ctl: Mutex<Ctl>,
+    /// How sharing goes, when the breaker is shared (reported from outside; snapshots only).
+    pub(crate) sharing: Mutex<Option<crate::sharing::SharingSnapshot>>,
     pub(crate) counters: Counters,
     pub(crate) clock: SharedClock,
     pub(crate) events: EventBus,
@@ -99,6 +101,7 @@ impl Shared {
                 trips: 0,
                 last_transition: None,
             }),
+            sharing: Mutex::new(None),
             counters: Counters {
                 successful: StripedCounter::new(),
                 failed: StripedCounter::new(),

@@ -46,6 +46,10 @@ pub struct FleetConfig {
     /// leaves the list within this time. Must exceed `heartbeat` (three times it is safe).
     /// Default 10 s.
     pub ttl: Duration,
+    /// How often the shared breakers ([`Fleet::share_breaker`](crate::Fleet::share_breaker))
+    /// exchange their counts with the fleet: one Redis command per instance per interval, for
+    /// all of them. Default 1 s.
+    pub publish_interval: Duration,
     /// Commands older than this are not applied by an instance catching up after a stop (and
     /// their outcomes are kept in Redis this long). Default 1 hour.
     pub catch_up: Duration,
@@ -67,6 +71,7 @@ impl FleetConfig {
             addresses: Vec::new(),
             heartbeat: Duration::from_secs(2),
             ttl: Duration::from_secs(10),
+            publish_interval: Duration::from_secs(1),
             catch_up: Duration::from_secs(3600),
             join_timeout: Duration::from_secs(5),
             connection: ConnectionOptions::default(),
@@ -121,6 +126,15 @@ impl FleetConfig {
                 format!(
                     "{:?} must exceed the heartbeat ({:?}); three heartbeats or more is safe",
                     self.ttl, self.heartbeat
+                ),
+            ));
+        }
+        if self.publish_interval < Duration::from_millis(10) {
+            return Err(ConfigError::new(
+                "publish_interval",
+                format!(
+                    "{:?} is too short; use at least 10 ms",
+                    self.publish_interval
                 ),
             ));
         }
@@ -207,6 +221,13 @@ mod tests {
                     ..base.clone()
                 },
                 "ttl",
+            ),
+            (
+                FleetConfig {
+                    publish_interval: Duration::from_millis(1),
+                    ..base.clone()
+                },
+                "publish_interval",
             ),
             (
                 FleetConfig {

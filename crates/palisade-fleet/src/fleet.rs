@@ -23,6 +23,8 @@ pub(crate) struct Shared {
     pub(crate) registry: Registry,
     /// This instance's details, as JSON, written by every heartbeat.
     pub(crate) details: String,
+    /// The breakers shared with the fleet.
+    pub(crate) breakers: crate::breakers::Breakers,
 }
 
 struct Inner {
@@ -96,6 +98,7 @@ impl Fleet {
             store: Store::new(conn, &config.fleet, &config.instance_id),
             details: Details::of(&config).to_json(),
             registry: registry.clone(),
+            breakers: Default::default(),
             config,
         });
         let mut worker = Worker::new(Arc::clone(&shared), reader);
@@ -126,6 +129,7 @@ impl Fleet {
         let tasks = vec![
             tokio::spawn(instance::heartbeat_loop(Arc::clone(&shared))),
             tokio::spawn(worker.run()),
+            tokio::spawn(crate::breakers::run(Arc::clone(&shared))),
         ];
         Ok(Fleet {
             inner: Arc::new(Inner {

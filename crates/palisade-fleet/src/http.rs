@@ -163,9 +163,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Actor {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0);
+        // Behind palisade-admin's guard the header already names the peer: say it once.
         Ok(Actor(match peer {
-            Some(peer) => format!("{declared} from {peer}"),
-            None => declared,
+            Some(peer) if !declared.ends_with(&format!(" from {peer}")) => {
+                format!("{declared} from {peer}")
+            }
+            _ => declared,
         }))
     }
 }

@@ -65,6 +65,11 @@ impl FleetKeys {
         }
     }
 
+    /// The hash of shared breaker `name` (a valid component name: no `}`).
+    pub(crate) fn breaker(&self, name: &str) -> String {
+        format!("{}breaker:{name}", self.prefix)
+    }
+
     /// The command stream.
     pub(crate) fn stream(&self) -> &str {
         &self.stream
@@ -116,5 +121,8 @@ mod tests {
             "palisade:fleet:{mcp}:cursor:10.0.0.7:8080"
         );
         assert_eq!(keys.results("17-3"), "palisade:fleet:{mcp}:results:17-3");
+        let breaker = keys.breaker("weather.api:v2");
+        assert_eq!(breaker, "palisade:fleet:{mcp}:breaker:weather.api:v2");
+        assert_eq!(key_slot(breaker.as_bytes()), slot);
     }
 }

@@ -16,6 +16,10 @@
 //! - **Durable overrides**: a command sent with `persist` is also stored, and every instance
 //!   that joins re-applies the stored overrides before [`Fleet::join`] returns, so a restarted
 //!   replica comes back `forced_open` if the fleet is.
+//! - **Shared breakers** (opt-in per breaker): [`Fleet::share_breaker`] makes a breaker learn
+//!   from the whole fleet — it opens on every instance when the fleet's failure rate crosses
+//!   its threshold, or when a quorum of instances opened theirs — while every call is still
+//!   decided locally, with no Redis round trip; see [Shared breakers](#shared-breakers).
 //! - **Admin routes** (feature `axum`): [`fleet_router`], to mount behind palisade-admin's
 //!   token check — it does no authentication itself.
 //!
@@ -141,6 +145,51 @@
 //! [`Fleet::instances`] and the override calls fail with [`FleetError::Unavailable`] naming
 //! Redis. Nothing panics.
 //!
+//! ## Shared breakers
+//!
+//! Sharing is opt-in per breaker ([`Fleet::share_breaker`]) and adds nothing to a call's path:
+//! the breaker still admits and records locally, with no Redis round trip. Every
+//! [`publish_interval`](crate::FleetConfig::publish_interval) (1 s by default) one script call
+//! per instance — for all its shared breakers together — adds the outcome counts recorded
+//! since the last exchange to the fleet's window in Redis and brings back the fleet's numbers.
+//! Each instance then opens its own breaker when:
+//!
+//! - **failure-rate mode**: the fleet's failure rate over the window (default 30 s) reaches
+//!   the threshold with at least `minimum_calls` calls; or
+//! - **quorum mode**: at least `quorum` instances have opened theirs on their own (a breaker
+//!   opened on the fleet's word does not count toward the quorum until it has closed again).
+//!
+//! A breaker opened by the fleet is an ordinary open breaker: it waits its own wait, then its
+//! half-open trials decide locally whether it closes. When it closes, its view of the fleet's
+//! window starts afresh (failures from before do not re-open it), as a local breaker clears
+//! its window. Its own rules (consecutive failures, its own window) keep working throughout.
+//! Operator states win: a `forced_open`, `disabled` or `metrics_only` breaker is never moved
+//! by the fleet.
+//!
+//! When Redis cannot be reached, each shared breaker is a local breaker again and its
+//! snapshot says so (`shared.status: "local"`, with the error); at the next exchange that
+//! succeeds it is shared again. The counts an exchange could not send are dropped, not sent
+//! later (a late burst would distort the fleet's window), and a report from an instance that stops exchanging expires after three intervals.
+//!
+//! ```no_run
+//! use palisade_breaker::CircuitBreaker;
+//! use palisade_core::Registry;
+//! use palisade_fleet::{Fleet, FleetConfig, ShareMode};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let registry = Registry::new();
+//! let github = CircuitBreaker::builder("github").registry(&registry).build()?;
+//! let fleet = Fleet::join("redis://127.0.0.1:6379", FleetConfig::new("api", "pod-1"), &registry).await?;
+//! // Open on every replica when half the fleet's calls of the last 30 s failed (20 calls or more).
+//! fleet.share_breaker(&github, ShareMode::failure_rate(50.0, 20))?;
+//! assert_eq!(github.snapshot().shared.unwrap().mode, "failure_rate");
+//! # Ok(()) }
+//! ```
+//!
+//! | key | type | content |
+//! | --- | --- | --- |
+//! | `palisade:fleet:{f}:breaker:<name>` | hash | `c:<second>`/`f:<second>` calls and failures per second of Redis time; `m:<instance>` and `o:<instance>` until when the instance counts as a member and as open on its own; `s:<instance>` when its breaker last closed. Expires after twice the window. |
+//!
 //! ## Audit trail
 //!
 //! Each instance that applies a command publishes, on its registry's event bus, the
@@ -164,6 +213,7 @@
 
 mod apply;
 mod backoff;
+mod breakers;
 mod command;
 mod config;
 mod error;
@@ -180,6 +230,7 @@ mod view;
 mod worker;
 
 pub use apply::APPLY_TIMEOUT;
+pub use breakers::{MAX_SHARE_WINDOW, ShareMode};
 pub use command::{FleetAnswer, FleetCommand, InstanceAnswer, MAX_COMMAND_BYTES, Outcome};
 pub use config::{CURSOR_RETENTION, FleetConfig, MAX_ADDRESSES, MAX_TEXT_LEN};
 pub use error::FleetError;

@@ -79,6 +79,13 @@ impl Scripts {
     }
 }
 
+/// The shared breakers' exchange (`lua/breakers.lua`): it takes any number of keys, one per
+/// breaker, so it is invoked with [`FleetKeys::breaker`] names rather than a fixed list.
+pub(crate) static BREAKERS: LazyLock<Script> = LazyLock::new(|| Script::new(BREAKERS_BODY));
+
+/// The source of [`BREAKERS`].
+pub(crate) const BREAKERS_BODY: &str = include_str!("lua/breakers.lua");
+
 /// The scripts, built once per process.
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     heartbeat: script!(
@@ -119,6 +126,35 @@ mod tests {
         for s in SCRIPTS.all() {
             palisade_testkit::assert_lua_compiles(&format!("src/lua/{}.lua", s.name), s.body);
         }
+    }
+
+    #[test]
+    fn the_breakers_script_compiles_and_touches_only_the_keys_it_is_given() {
+        palisade_testkit::assert_lua_compiles("src/lua/breakers.lua", BREAKERS_BODY);
+        let code: String = BREAKERS_BODY
+            .lines()
+            .map(|l| l.split("--").next().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(
+            code.matches("KEYS").count(),
+            1,
+            "KEYS read once, in the loop"
+        );
+        assert!(code.contains("for i, key in ipairs(KEYS) do"));
+        for call in code.split("redis.call(").skip(1) {
+            let args: Vec<&str> = call.split([',', ')']).map(str::trim).collect();
+            if args[0] == "'TIME'" {
+                continue;
+            }
+            assert_eq!(
+                args.get(1).copied(),
+                Some("key"),
+                "{} on another key",
+                args[0]
+            );
+        }
+        assert!(!BREAKERS_BODY.contains("palisade:"), "builds a key");
     }
 
     #[test]

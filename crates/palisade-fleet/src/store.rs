@@ -62,6 +62,53 @@ impl Store {
         )
     }
 
+    /// One exchange of shared breakers ([`crate::scripts::BREAKERS`]): for each breaker, its
+    /// name and `[window ms, calls, failures, open on its own, closed]`; a report holds for
+    /// `hold`. Returns Redis time (ms) and, per breaker in order, `[calls, failures,
+    /// instances, open]`.
+    pub(crate) async fn exchange_breakers(
+        &self,
+        hold: Duration,
+        breakers: &[(String, [u64; 5])],
+    ) -> Result<(u64, Vec<[u64; 4]>), FleetError> {
+        let mut inv = crate::scripts::BREAKERS.prepare_invoke();
+        inv.arg(&self.instance).arg(millis(hold));
+        for (name, args) in breakers {
+            inv.key(self.keys.breaker(name));
+            for a in args {
+                inv.arg(*a);
+            }
+        }
+        let mut conn = self.conn.clone();
+        let reply: Value = inv
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.unavailable("share breakers", e))?;
+        let mut items = items(reply)
+            .ok_or_else(|| self.shape("breakers"))?
+            .into_iter();
+        let now = items
+            .next()
+            .as_ref()
+            .and_then(int)
+            .ok_or_else(|| self.shape("breakers"))?;
+        let mut out = Vec::with_capacity(breakers.len());
+        for item in items {
+            let nums: Vec<u64> = crate::reply::items(item)
+                .ok_or_else(|| self.shape("breakers"))?
+                .iter()
+                .map(int)
+                .collect::<Option<_>>()
+                .ok_or_else(|| self.shape("breakers"))?;
+            let four: [u64; 4] = nums.try_into().map_err(|_| self.shape("breakers"))?;
+            out.push(four);
+        }
+        if out.len() != breakers.len() {
+            return Err(self.shape("breakers"));
+        }
+        Ok((now, out))
+    }
+
     async fn run(
         &self,
         operation: &'static str,

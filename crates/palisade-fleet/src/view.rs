@@ -23,7 +23,8 @@ pub struct FleetComponent {
     /// `half_open` over `closed`; `unhealthy` over `degraded` over `healthy`), when the
     /// snapshots have one.
     pub worst: Option<String>,
-    /// Every top-level counter ending in `_total`, summed over the instances.
+    /// Every top-level counter ending in `_total`, and a breaker's call counters
+    /// (`calls.successful`, `calls.failed`, ...), summed over the instances.
     pub totals: BTreeMap<String, u64>,
     /// Each instance's snapshot, by instance id.
     pub instances: BTreeMap<String, Value>,
@@ -72,6 +73,14 @@ pub fn aggregate(fleet: &str, snapshots: Vec<(String, Vec<ComponentSnapshot>)>) 
                 for (k, v) in fields {
                     if let (true, Some(n)) = (k.ends_with("_total"), v.as_u64()) {
                         *entry.totals.entry(k.clone()).or_default() += n;
+                    }
+                    // A breaker's call counters: `calls.failed`, ...
+                    if let (true, Value::Object(inner)) = (k == "calls", v) {
+                        for (k2, v2) in inner {
+                            if let Some(n) = v2.as_u64() {
+                                *entry.totals.entry(format!("calls.{k2}")).or_default() += n;
+                            }
+                        }
                     }
                 }
                 let state = fields
@@ -134,7 +143,7 @@ mod tests {
         ComponentSnapshot {
             kind: ComponentKind::CircuitBreaker,
             name: "weather".into(),
-            snapshot: json!({"state": state, "failures_total": failures, "rejected_total": 1, "name": "weather"}),
+            snapshot: json!({"state": state, "failures_total": failures, "rejected_total": 1, "name": "weather", "calls": {"failed": failures, "note": "x"}}),
         }
     }
 
@@ -153,6 +162,8 @@ mod tests {
         assert_eq!(c.worst.as_deref(), Some("open"));
         assert_eq!(c.totals["failures_total"], 7);
         assert_eq!(c.totals["rejected_total"], 3);
+        assert_eq!(c.totals["calls.failed"], 7);
+        assert!(!c.totals.contains_key("calls.note"));
         assert_eq!(c.instances.len(), 3);
         assert_eq!(c.instances["b"]["state"], "open");
         let forced = aggregate(

@@ -355,6 +355,7 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
         rate_limit.redis_server = options.redis.clone();
     }
     let mut connectors = Vec::new();
+    let mut to_share = Vec::new();
     let mut processes = Vec::new();
     let mut stdio_backends = Vec::new();
     let mut remote_backends = Vec::new();
@@ -367,6 +368,9 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
             .config(c.breaker.clone().unwrap_or_else(|| config.breaker.clone()))
             .registry(&registry)
             .build()?;
+        if let Some(mode) = c.shared_breaker.as_ref().or(config.shared_breaker.as_ref()) {
+            to_share.push((breaker.clone(), mode.clone()));
+        }
         let bulkhead = bulkheads
             .get(&c.partition)
             .cloned()
@@ -636,6 +640,24 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
         }
         None => None,
     };
+    match &fleet {
+        Some(fleet) => {
+            for (breaker, mode) in to_share {
+                fleet.share_breaker(&breaker, mode).map_err(|e| {
+                    StartError::Environment(format!(
+                        "cannot share breaker {:?}: {e}",
+                        breaker.name()
+                    ))
+                })?;
+            }
+        }
+        None if !to_share.is_empty() => tracing::warn!(
+            breakers = to_share.len(),
+            "shared_breaker is set but there is no Redis (REDIS_URL): the breakers decide \
+             on this instance's calls only"
+        ),
+        None => {}
+    }
     let mut admin = AdminRouter::builder(&registry).health(&monitor);
     if let Some(fleet) = &fleet {
         admin = admin.extension(palisade_fleet::fleet_router(fleet.clone()));

@@ -37,6 +37,12 @@ pub struct GatewayConfig {
     /// Every connector's circuit breaker, unless the connector has its own `breaker` table.
     #[serde(default)]
     pub breaker: BreakerConfig,
+    /// Share every connector's breaker with the fleet (with Redis; see `palisade_fleet`'s
+    /// shared breakers), unless the connector has its own `shared_breaker` table:
+    /// `{ mode = "failure_rate", failure_rate_threshold = 50, minimum_calls = 20, window = "30s" }`
+    /// or `{ mode = "quorum", quorum = 2 }`. Default: not shared.
+    #[serde(default)]
+    pub shared_breaker: Option<palisade_fleet::ShareMode>,
     /// The dead-letter queue of failed calls and its retry worker (`[dlq]`).
     #[serde(default)]
     pub dlq: DlqConfig,
@@ -426,6 +432,9 @@ pub struct ConnectorConfig {
     /// This connector's breaker, instead of the global `[breaker]`.
     #[serde(default)]
     pub breaker: Option<BreakerConfig>,
+    /// How its breaker is shared with the fleet, instead of the global `[shared_breaker]`.
+    #[serde(default)]
+    pub shared_breaker: Option<palisade_fleet::ShareMode>,
     /// Its call timeout, instead of `server.call_timeout`.
     #[serde(default, with = "duration::option")]
     pub timeout: Option<Duration>,
@@ -622,6 +631,9 @@ impl GatewayConfig {
             .validate()
             .map_err(|e| e.within("rate_limit"))?;
         self.breaker.validate().map_err(|e| e.within("breaker"))?;
+        if let Some(mode) = &self.shared_breaker {
+            mode.validate().map_err(|e| e.within("shared_breaker"))?;
+        }
         self.dlq.validate().map_err(|e| e.within("dlq"))?;
         self.health.validate().map_err(|e| e.within("health"))?;
         check_timeout("server.call_timeout", self.server.call_timeout)?;
@@ -679,6 +691,10 @@ impl GatewayConfig {
                     at("partition"),
                     format!("no partition named {:?} in [[partitions]]", c.partition),
                 ));
+            }
+            if let Some(mode) = &c.shared_breaker {
+                mode.validate()
+                    .map_err(|e| e.within(&at("shared_breaker")))?;
             }
             if let Some(b) = &c.breaker {
                 b.validate().map_err(|e| e.within(&at("breaker")))?;

@@ -1641,3 +1641,131 @@ async fn a_fleet_command_reaches_every_instance_and_a_persisted_one_survives_res
     assert_eq!(listed["count"], 1, "{listed}");
     a.stop().await;
 }
+
+/// Starts one gateway of fleet `fleet` as instance `id`, in front of `upstream`, sharing the
+/// `weather` breaker: it trips on its own after 3 failures in a row, and on the fleet's word
+/// when half of the fleet's calls (3 or more) failed.
+async fn shared_member(fleet: &str, id: &str, redis: &str, upstream: &str) -> Gateway {
+    let config = format!(
+        "{SERVER}[breaker]\nconsecutive_failures = 3\nwait_duration = \"60s\"\n\
+         [shared_breaker]\nmode = \"failure_rate\"\nfailure_rate_threshold = 50\n\
+         minimum_calls = 3\nwindow = \"30s\"\n{}",
+        http_connector("weather", upstream, "dead_letter = false")
+    );
+    Gateway::start(
+        &config,
+        &[
+            ("REDIS_URL", redis),
+            ("PALISADE_FLEET", fleet),
+            ("PALISADE_INSTANCE_ID", id),
+            ("MCP_GATEWAY_DLQ_QUEUE", fleet),
+        ],
+    )
+    .await
+}
+
+/// The `shared` part of an instance's `weather` breaker snapshot.
+async fn sharing(gw: &Gateway) -> serde_json::Value {
+    gw.get("/circuit-breakers/weather").await["snapshot"]["shared"].clone()
+}
+
+/// Three calls of `weather_forecast` through `gw` (they fail when its upstream fails).
+async fn three_calls(gw: &Gateway) {
+    let client = gw.client().await;
+    for _ in 0..3 {
+        call(&client, "weather_forecast", json!({})).await;
+    }
+    drop(client);
+}
+
+async fn reset_locally(gw: &Gateway) {
+    let (status, body) = gw
+        .post(
+            "/circuit-breakers/weather",
+            Some(TOKEN),
+            json!({"action": "reset"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_breaker_opens_everywhere_when_the_upstream_fails_through_one_instance() {
+    let mut redis = palisade_testkit::RedisServer::start();
+    let url = redis.url();
+    let fleet = unique("e2e-shared");
+    // The upstream fails only for calls arriving through A (its own path to it is broken).
+    let good = Upstream::start(&[]).await;
+    let bad = Upstream::start(&[]).await;
+    bad.control(json!({"failure_rate": 1})).await;
+    let a = shared_member(&fleet, "a", &url, &bad.url).await;
+    let b = shared_member(&fleet, "b", &url, &good.url).await;
+    let c = shared_member(&fleet, "c", &url, &good.url).await;
+    assert_eq!(sharing(&b).await["mode"], "failure_rate");
+
+    three_calls(&a).await;
+    assert_eq!(a.breaker_state("weather").await, "open");
+    for gw in [&b, &c] {
+        eventually(
+            "the breaker opens on the fleet's word",
+            Duration::from_secs(10),
+            || async { gw.breaker_state("weather").await == "open" },
+        )
+        .await;
+        let snap = gw.get("/circuit-breakers/weather").await["snapshot"].clone();
+        let reason = snap["last_transition"]["reason"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(reason.starts_with("fleet failure rate 100.0%"), "{reason}");
+        assert_eq!(snap["shared"]["status"], "shared", "{snap}");
+    }
+    // Refused at B without calling its (healthy) upstream.
+    let before = good.calls_ok().await;
+    let client = b.client().await;
+    let refused = call(&client, "weather_forecast", json!({})).await;
+    assert_eq!(error_code(&refused).as_deref(), Some("breaker_open"));
+    drop(client);
+    assert_eq!(good.calls_ok().await, before);
+
+    // Redis stopped: every instance decides on its own calls, and says so.
+    redis.stop();
+    for gw in [&a, &b, &c] {
+        reset_locally(gw).await;
+        eventually(
+            "the breaker reports itself local",
+            Duration::from_secs(10),
+            || async { sharing(gw).await["status"] == "local" },
+        )
+        .await;
+    }
+    three_calls(&a).await;
+    assert_eq!(a.breaker_state("weather").await, "open", "A decides alone");
+    three_calls(&b).await;
+    assert_eq!(b.breaker_state("weather").await, "closed");
+    assert_eq!(c.breaker_state("weather").await, "closed");
+
+    // Redis back: they rejoin, and A's failures open B and C again.
+    redis.restart();
+    for gw in [&a, &b, &c] {
+        eventually(
+            "the breaker is shared again",
+            Duration::from_secs(15),
+            || async { sharing(gw).await["status"] == "shared" },
+        )
+        .await;
+    }
+    reset_locally(&a).await;
+    three_calls(&a).await;
+    for gw in [&b, &c] {
+        eventually(
+            "the breaker opens on the fleet's word after the rejoin",
+            Duration::from_secs(10),
+            || async { gw.breaker_state("weather").await == "open" },
+        )
+        .await;
+    }
+    a.stop().await;
+    b.stop().await;
+    c.stop().await;
+}

@@ -19,6 +19,7 @@
 //! | `tower` | [`tower`] | tower layers for every component, axum refusal responses |
 //! | `admin` | [`admin`] | the axum admin router and dashboard |
 //! | `mcp` | [`mcp`] | any rmcp MCP server with every tool call guarded (Rust 1.88) |
+//! | `fleet` | [`fleet`] | replicas over Redis: fleet commands, durable overrides, shared breakers, fleet view |
 //!
 //! ```
 //! # #[cfg(feature = "breaker")] {
@@ -47,6 +48,8 @@ pub use palisade_admin as admin;
 pub use palisade_bulkhead as bulkhead;
 #[cfg(feature = "dlq")]
 pub use palisade_dlq as dlq;
+#[cfg(feature = "fleet")]
+pub use palisade_fleet as fleet;
 #[cfg(feature = "health")]
 pub use palisade_health as health;
 #[cfg(feature = "mcp")]

@@ -17,12 +17,17 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The URL of each kind's collection, in display order.
-pub const KIND_PATHS: [(ComponentKind, &str); 5] = [
+pub const KIND_PATHS: [(ComponentKind, &str); 10] = [
     (ComponentKind::CircuitBreaker, "/admin/circuit-breakers"),
     (ComponentKind::Bulkhead, "/admin/bulkheads"),
     (ComponentKind::RateLimiter, "/admin/rate-limiters"),
     (ComponentKind::DeadLetterQueue, "/admin/dlq"),
     (ComponentKind::Health, "/admin/health/components"),
+    (ComponentKind::Retry, "/admin/retries"),
+    (ComponentKind::Hedge, "/admin/hedges"),
+    (ComponentKind::Timeout, "/admin/timeouts"),
+    (ComponentKind::Fallback, "/admin/fallbacks"),
+    (ComponentKind::FaultInjector, "/admin/fault-injectors"),
 ];
 
 /// The collection URL of `kind`, if the admin API serves that kind.

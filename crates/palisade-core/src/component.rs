@@ -32,16 +32,32 @@ pub enum ComponentKind {
     DeadLetterQueue,
     /// A health-monitored component (`palisade-health`).
     Health,
+    /// A retry policy with its retry budget (`palisade-toolbox`).
+    Retry,
+    /// A hedging policy: a second attempt after a delay, the first answer wins
+    /// (`palisade-toolbox`).
+    Hedge,
+    /// A per-call deadline (`palisade-toolbox`).
+    Timeout,
+    /// A fallback used on refusal or failure (`palisade-toolbox`).
+    Fallback,
+    /// Injected latency, errors or refusals, switched on for a while (`palisade-chaos`).
+    FaultInjector,
 }
 
 impl ComponentKind {
     /// All kinds, in display order.
-    pub const ALL: [ComponentKind; 5] = [
+    pub const ALL: [ComponentKind; 10] = [
         ComponentKind::CircuitBreaker,
         ComponentKind::Bulkhead,
         ComponentKind::RateLimiter,
         ComponentKind::DeadLetterQueue,
         ComponentKind::Health,
+        ComponentKind::Retry,
+        ComponentKind::Hedge,
+        ComponentKind::Timeout,
+        ComponentKind::Fallback,
+        ComponentKind::FaultInjector,
     ];
 
     /// The snake_case name used in JSON, metrics labels and logs.
@@ -52,6 +68,11 @@ impl ComponentKind {
             ComponentKind::RateLimiter => "rate_limiter",
             ComponentKind::DeadLetterQueue => "dead_letter_queue",
             ComponentKind::Health => "health",
+            ComponentKind::Retry => "retry",
+            ComponentKind::Hedge => "hedge",
+            ComponentKind::Timeout => "timeout",
+            ComponentKind::Fallback => "fallback",
+            ComponentKind::FaultInjector => "fault_injector",
         }
     }
 }

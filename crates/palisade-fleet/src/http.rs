@@ -196,6 +196,11 @@ fn parse_kind(segment: &str) -> Result<ComponentKind, ApiError> {
         "bulkheads" => Some(ComponentKind::Bulkhead),
         "rate-limiters" => Some(ComponentKind::RateLimiter),
         "dlq" => Some(ComponentKind::DeadLetterQueue),
+        "retries" => Some(ComponentKind::Retry),
+        "hedges" => Some(ComponentKind::Hedge),
+        "timeouts" => Some(ComponentKind::Timeout),
+        "fallbacks" => Some(ComponentKind::Fallback),
+        "fault-injectors" => Some(ComponentKind::FaultInjector),
         _ => None,
     };
     alias

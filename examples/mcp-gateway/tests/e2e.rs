@@ -1509,8 +1509,26 @@ replay = "never"
 
 /// Starts one gateway of fleet `fleet` as instance `id`, in front of `upstream`.
 async fn fleet_member(fleet: &str, id: &str, redis: &str, upstream: &str) -> Gateway {
+    fleet_member_with(
+        "[breaker]\nconsecutive_failures = 50\n",
+        fleet,
+        id,
+        redis,
+        upstream,
+    )
+    .await
+}
+
+/// [`fleet_member`] with `sections` (TOML) before its connector.
+async fn fleet_member_with(
+    sections: &str,
+    fleet: &str,
+    id: &str,
+    redis: &str,
+    upstream: &str,
+) -> Gateway {
     let config = format!(
-        "{SERVER}[breaker]\nconsecutive_failures = 50\n{}",
+        "{SERVER}{sections}{}",
         http_connector("weather", upstream, "dead_letter = false")
     );
     Gateway::start(
@@ -1646,22 +1664,10 @@ async fn a_fleet_command_reaches_every_instance_and_a_persisted_one_survives_res
 /// `weather` breaker: it trips on its own after 3 failures in a row, and on the fleet's word
 /// when half of the fleet's calls (3 or more) failed.
 async fn shared_member(fleet: &str, id: &str, redis: &str, upstream: &str) -> Gateway {
-    let config = format!(
-        "{SERVER}[breaker]\nconsecutive_failures = 3\nwait_duration = \"60s\"\n\
+    let sections = "[breaker]\nconsecutive_failures = 3\nwait_duration = \"60s\"\n\
          [shared_breaker]\nmode = \"failure_rate\"\nfailure_rate_threshold = 50\n\
-         minimum_calls = 3\nwindow = \"30s\"\n{}",
-        http_connector("weather", upstream, "dead_letter = false")
-    );
-    Gateway::start(
-        &config,
-        &[
-            ("REDIS_URL", redis),
-            ("PALISADE_FLEET", fleet),
-            ("PALISADE_INSTANCE_ID", id),
-            ("MCP_GATEWAY_DLQ_QUEUE", fleet),
-        ],
-    )
-    .await
+         minimum_calls = 3\nwindow = \"30s\"\n";
+    fleet_member_with(sections, fleet, id, redis, upstream).await
 }
 
 /// The `shared` part of an instance's `weather` breaker snapshot.

@@ -157,7 +157,9 @@ pub(crate) async fn exchange(shared: &Shared) -> Result<usize, FleetError> {
 /// Exchanges every `publish_interval` until aborted; logs once per outage and once when the
 /// fleet answers again.
 pub(crate) async fn run(shared: Arc<Shared>) {
-    let mut ticks = tokio::time::interval(shared.config.publish_interval);
+    // The first exchange one interval after joining (none at once: nothing is counted yet).
+    let period = shared.config.publish_interval;
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     let (fleet, id) = (&shared.config.fleet, &shared.config.instance_id);

@@ -361,6 +361,28 @@ const ROUTES: &[(&str, &str, &str)] = &[
         "/admin/rate-limiters/{name}",
         "set_quota, reset, set_failure_policy",
     ),
+    (
+        "GET",
+        "/admin/retries[/{name}]",
+        "retry policies and their budgets",
+    ),
+    ("POST", "/admin/retries/{name}", "update_config, set_budget"),
+    ("GET", "/admin/hedges[/{name}]", "hedging policies"),
+    ("POST", "/admin/hedges/{name}", "update_config"),
+    ("GET", "/admin/timeouts[/{name}]", "per-call deadlines"),
+    (
+        "POST",
+        "/admin/timeouts/{name}",
+        "set_deadline, set_config, update_config",
+    ),
+    ("GET", "/admin/fallbacks[/{name}]", "fallbacks"),
+    ("POST", "/admin/fallbacks/{name}", "enable, disable"),
+    ("GET", "/admin/fault-injectors[/{name}]", "fault injectors"),
+    (
+        "POST",
+        "/admin/fault-injectors/{name}",
+        "enable (mode, rate, ttl), disable",
+    ),
     ("GET", "/admin/dlq[/{queue}]", "dead-letter queues"),
     (
         "GET",

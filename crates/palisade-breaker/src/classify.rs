@@ -10,6 +10,12 @@ pub enum Outcome {
     /// Says nothing about the upstream's health (the caller's bad input, a 429 rate-limit reply,
     /// a cancelled call): neither success nor failure.
     Ignored,
+    /// The call took too long (a deadline ran out) and is counted as a **slow call**, whatever
+    /// its measured duration: it counts toward the slow-call rate (and re-opens a half-open
+    /// breaker, as a slow trial does), but not as a failure or a success. Use it when a
+    /// timeout should count as slowness rather than failure (palisade-toolbox's `Timeout`
+    /// with `count_as = slow`).
+    Slow,
 }
 
 /// Turns a call's result into an [`Outcome`]. Any `Fn(&Result<T, E>) -> Outcome` is one.

@@ -53,7 +53,8 @@ pub struct CallCounts {
     pub failed: u64,
     /// Calls whose outcome was ignored.
     pub ignored: u64,
-    /// Calls slower than `slow_call_duration` (also counted as successful or failed).
+    /// Slow calls: slower than `slow_call_duration` (also counted as successful or failed), or
+    /// reported as [`Outcome::Slow`](crate::Outcome::Slow) (counted here only).
     pub slow: u64,
     /// Calls refused without running.
     pub not_permitted: u64,

@@ -235,8 +235,13 @@ impl Shared {
         }
     }
 
-    /// Whether a timed call was slow, counting it if so.
+    /// Whether a call was slow (an [`Outcome::Slow`], or a timed call that took at least
+    /// `slow_call_duration`), counting it if so.
     fn check_slow(&self, started: u64, outcome: Outcome) -> bool {
+        if outcome == Outcome::Slow {
+            self.counters.slow.incr();
+            return true;
+        }
         if started == NOT_TIMED || outcome == Outcome::Ignored {
             return false;
         }
@@ -253,6 +258,8 @@ impl Shared {
             Outcome::Success => self.counters.successful.incr(),
             Outcome::Failure => self.counters.failed.incr(),
             Outcome::Ignored => self.counters.ignored.incr(),
+            // Counted as slow only (in `check_slow`).
+            Outcome::Slow => {}
         }
     }
 
@@ -273,6 +280,10 @@ impl Shared {
         let failed = outcome == Outcome::Failure;
         if self.has_window.load(Ordering::Acquire) {
             self.record_in_window(w, failed, slow);
+        }
+        if outcome == Outcome::Slow {
+            // Neither a failure nor a success: the run of consecutive failures stands.
+            return;
         }
         if failed {
             let n = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
@@ -327,7 +338,7 @@ impl Shared {
         }
         let slow = outcome.is_some_and(|o| self.check_slow(started, o));
         let effective = match outcome {
-            Some(Outcome::Success) if slow => Some(Outcome::Failure),
+            Some(Outcome::Success | Outcome::Slow) if slow => Some(Outcome::Failure),
             other => other,
         };
         let mut w = self.load();

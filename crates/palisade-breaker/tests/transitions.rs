@@ -336,6 +336,47 @@ fn slow_calls_trip_on_a_time_window_and_fail_trials() {
 }
 
 #[test]
+fn calls_reported_slow_count_as_slow_whatever_their_duration() {
+    let clock = ManualClock::new();
+    let cb = breaker(
+        &clock,
+        BreakerConfig {
+            consecutive_failures: 2,
+            failure_rate: Some(FailureRateConfig {
+                window: SlidingWindow::Count { size: 4 },
+                minimum_calls: 4,
+                slow_call_duration: Some(secs(60)),
+                slow_call_rate_threshold: 50.0,
+                ..Default::default()
+            }),
+            wait_duration: secs(5),
+            ..Default::default()
+        },
+    );
+    // A timeout reported as slow: neither a failure nor a success.
+    fail(&cb);
+    cb.try_acquire().unwrap().record(Outcome::Slow);
+    let snap = cb.snapshot();
+    assert_eq!(snap.consecutive_failures, 1, "the run of failures stands");
+    assert_eq!(
+        (snap.calls.slow, snap.calls.successful, snap.calls.failed),
+        (1, 0, 1)
+    );
+    succeed(&cb);
+    assert_eq!(cb.state(), State::Closed);
+    cb.try_acquire().unwrap().record(Outcome::Slow); // 2 of 4 slow: 50 %
+    assert_eq!(cb.state(), State::Open);
+    assert_eq!(
+        cb.snapshot().last_transition.unwrap().reason,
+        "slow-call rate 50.0% over the window"
+    );
+    clock.advance(secs(5));
+    // A trial reported slow re-opens, as a slow success does.
+    cb.try_acquire().unwrap().record(Outcome::Slow);
+    assert_eq!(cb.state(), State::Open);
+}
+
+#[test]
 fn late_outcomes_from_before_a_transition_are_ignored() {
     let clock = ManualClock::new();
     let cb = breaker(

@@ -19,6 +19,8 @@
 //! | `tower` | [`tower`] | tower layers for every component, axum refusal responses |
 //! | `admin` | [`admin`] | the axum admin router and dashboard |
 //! | `mcp` | [`mcp`] | any rmcp MCP server with every tool call guarded (Rust 1.88) |
+//! | `toolbox` | [`toolbox`] | retries with a retry budget, hedging, timeouts, fallbacks |
+//! | `chaos` | [`chaos`] | fault injection switched on for a time-to-live (not in `full`) |
 //! | `fleet` | [`fleet`] | replicas over Redis: fleet commands, durable overrides, shared breakers, fleet view |
 //!
 //! ```
@@ -46,6 +48,8 @@ pub use palisade_breaker as breaker;
 pub use palisade_admin as admin;
 #[cfg(feature = "bulkhead")]
 pub use palisade_bulkhead as bulkhead;
+#[cfg(feature = "chaos")]
+pub use palisade_chaos as chaos;
 #[cfg(feature = "dlq")]
 pub use palisade_dlq as dlq;
 #[cfg(feature = "fleet")]
@@ -56,5 +60,7 @@ pub use palisade_health as health;
 pub use palisade_mcp as mcp;
 #[cfg(feature = "ratelimit")]
 pub use palisade_ratelimit as ratelimit;
+#[cfg(feature = "toolbox")]
+pub use palisade_toolbox as toolbox;
 #[cfg(feature = "tower")]
 pub use palisade_tower as tower;

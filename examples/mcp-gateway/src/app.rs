@@ -451,6 +451,17 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
             }
             tool_policies.insert(tool.clone(), b.build());
         }
+        let faults = if config.fault_injection.allowed {
+            Some(
+                palisade::chaos::FaultInjector::builder(&c.name)
+                    .allow(true)
+                    .max_ttl(config.fault_injection.max_ttl)
+                    .registry(&registry)
+                    .build()?,
+            )
+        } else {
+            None
+        };
         connectors.push(Arc::new(Connector {
             name: c.name.clone(),
             backend,
@@ -458,6 +469,7 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
             tool_policies,
             replay: c.replay_policy(),
             tool_replay,
+            faults,
         }));
     }
 

@@ -66,11 +66,42 @@ pub struct GatewayConfig {
     /// `mode = "none"` written out (the demo does, and says so at start).
     #[serde(default)]
     pub auth: Option<AuthConfig>,
+    /// Fault injection (`[fault_injection]`): with `allowed = true`, every connector gets a
+    /// fault injector named like it (`/admin/fault-injectors/<connector>`), off until an
+    /// operator switches it on for a time-to-live (at most `max_ttl`). Default: not allowed,
+    /// and no injector exists.
+    #[serde(default)]
+    pub fault_injection: FaultInjectionConfig,
     /// More quotas on tool calls (`[[quotas]]`), each with its own key and quota, on top of
     /// `[rate_limit]`; every rule that applies to a call must admit it, and a refusal names
     /// the rule. Same backend as `[rate_limit]` (memory or Redis).
     #[serde(default)]
     pub quotas: Vec<QuotaRule>,
+}
+
+/// `[fault_injection]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultInjectionConfig {
+    /// Whether operators may switch fault injection on. Default false.
+    #[serde(default)]
+    pub allowed: bool,
+    /// The longest time-to-live an operator may give (default 1 h, the most there is).
+    #[serde(default = "default_fault_ttl", with = "duration")]
+    pub max_ttl: Duration,
+}
+
+impl Default for FaultInjectionConfig {
+    fn default() -> Self {
+        FaultInjectionConfig {
+            allowed: false,
+            max_ttl: default_fault_ttl(),
+        }
+    }
+}
+
+fn default_fault_ttl() -> Duration {
+    palisade::chaos::MAX_TTL
 }
 
 /// What a quota rule's bucket is per.
@@ -631,6 +662,13 @@ impl GatewayConfig {
             .validate()
             .map_err(|e| e.within("rate_limit"))?;
         self.breaker.validate().map_err(|e| e.within("breaker"))?;
+        let ttl = self.fault_injection.max_ttl;
+        if ttl < palisade::chaos::MIN_TTL || ttl > palisade::chaos::MAX_TTL {
+            return Err(ConfigError::new(
+                "fault_injection.max_ttl",
+                format!("{ttl:?} is outside 1 ms to 1 h"),
+            ));
+        }
         if let Some(mode) = &self.shared_breaker {
             mode.validate().map_err(|e| e.within("shared_breaker"))?;
         }

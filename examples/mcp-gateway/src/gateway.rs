@@ -72,6 +72,9 @@ pub struct Connector {
     /// Per-tool replay policies (`tool_replay`, `tool_settings.<tool>.replay`), overriding
     /// everything else.
     pub tool_replay: BTreeMap<String, ReplayPolicy>,
+    /// Its fault injector (named like the connector), when `[fault_injection] allowed`: off
+    /// until an operator switches it on for a time-to-live.
+    pub faults: Option<palisade::chaos::FaultInjector>,
 }
 
 impl Connector {
@@ -102,10 +105,30 @@ impl Connector {
         args: &JsonObject,
         key: Option<&str>,
     ) -> Outcome {
-        palisade::mcp::invoke(self.policy(tool), served, || {
-            self.backend.call(tool, args, key)
+        palisade::mcp::invoke(self.policy(tool), served, || async {
+            // An injected fault stands in for the upstream's answer (latency delays the call,
+            // inside its timeout).
+            if let Some(faults) = &self.faults {
+                faults.inject().await.map_err(injected)?;
+            }
+            self.backend.call(tool, args, key).await
         })
         .await
+    }
+}
+
+/// An injected fault as the upstream failure it imitates: an error is a server error, a
+/// refusal an unavailable upstream that says when to retry.
+fn injected(fault: palisade::chaos::Injected) -> palisade::mcp::CallError {
+    let message = fault.to_string();
+    match fault {
+        palisade::chaos::Injected::Refused { retry_after, .. } => {
+            palisade::mcp::CallError::Failed(palisade::dlq::Failure {
+                retry_after: Some(retry_after),
+                ..palisade::dlq::Failure::unavailable(message)
+            })
+        }
+        _ => palisade::mcp::CallError::Failed(palisade::dlq::Failure::server_error(message)),
     }
 }
 

@@ -1775,3 +1775,80 @@ async fn a_shared_breaker_opens_everywhere_when_the_upstream_fails_through_one_i
     b.stop().await;
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_inject_faults_into_a_connector_for_a_while_and_it_is_audited() {
+    let upstream = Upstream::start(&[]).await;
+    let config = format!(
+        "{SERVER}[fault_injection]\nallowed = true\n{}",
+        http_connector("weather", &upstream.url, "dead_letter = false")
+    );
+    let gw = Gateway::start(&config, &[]).await;
+    let client = gw.client().await;
+    assert_eq!(
+        error_code(&call(&client, "weather_forecast", json!({})).await),
+        None
+    );
+
+    let (status, body) = gw
+        .post(
+            "/fault-injectors/weather",
+            Some(TOKEN),
+            json!({"action": "enable", "mode": "error", "rate": 1, "ttl": "10m"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let before = upstream.calls_ok().await;
+    let failed = call(&client, "weather_forecast", json!({})).await;
+    assert_eq!(
+        error_code(&failed).as_deref(),
+        Some("upstream_failed"),
+        "{failed:?}"
+    );
+    assert!(text(&failed).contains("injected"), "{}", text(&failed));
+    assert_eq!(
+        upstream.calls_ok().await,
+        before,
+        "the upstream was not called"
+    );
+    let snap = gw.get("/fault-injectors/weather").await["snapshot"].clone();
+    assert_eq!(snap["enabled"], true, "{snap}");
+    assert_eq!(snap["injected_errors_total"], 1, "{snap}");
+    let audit = gw.get("/events?kind=fault_injector&type=audit").await;
+    assert!(
+        audit.to_string().contains("admin-token"),
+        "the audit trail names who switched it on: {audit}"
+    );
+
+    let (status, _) = gw
+        .post(
+            "/fault-injectors/weather",
+            Some(TOKEN),
+            json!({"action": "disable"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        error_code(&call(&client, "weather_forecast", json!({})).await),
+        None
+    );
+    drop(client);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_fault_injection_in_the_config_there_is_no_injector() {
+    let upstream = Upstream::start(&[]).await;
+    let config = format!(
+        "{SERVER}{}",
+        http_connector("weather", &upstream.url, "dead_letter = false")
+    );
+    let gw = Gateway::start(&config, &[]).await;
+    let listed = gw.get("/fault-injectors").await;
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(0),
+        "{listed}"
+    );
+    gw.stop().await;
+}

@@ -1,0 +1,3 @@
+//! Placeholder: the retry, hedge and timeout benchmarks (issue 19) are written here.
+
+fn main() {}

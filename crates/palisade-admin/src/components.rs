@@ -366,9 +366,17 @@ const ROUTES: &[(&str, &str, &str)] = &[
         "/admin/retries[/{name}]",
         "retry policies and their budgets",
     ),
-    ("POST", "/admin/retries/{name}", "update_config, set_budget"),
+    (
+        "POST",
+        "/admin/retries/{name}",
+        "set_config, update_config, set_budget, reset_budget",
+    ),
     ("GET", "/admin/hedges[/{name}]", "hedging policies"),
-    ("POST", "/admin/hedges/{name}", "update_config"),
+    (
+        "POST",
+        "/admin/hedges/{name}",
+        "set_enabled, set_delay, set_config, update_config, set_budget, reset_budget",
+    ),
     ("GET", "/admin/timeouts[/{name}]", "per-call deadlines"),
     (
         "POST",

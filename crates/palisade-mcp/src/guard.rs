@@ -5,6 +5,8 @@ use std::future::Future;
 
 use palisade_breaker::RejectReason;
 use palisade_dlq::{Failure, FailureKind};
+use palisade_toolbox::retry::Decision;
+use palisade_toolbox::{CountAs, TimeoutError};
 use rmcp::model::CallToolResult;
 
 pub use palisade_breaker::Outcome as Verdict;
@@ -198,15 +200,31 @@ where
             }
         },
     };
-    let result = match policy.timeout() {
-        None => call().await,
-        Some(limit) => match tokio::time::timeout(limit, call()).await {
+    // An elapsed deadline the timeout component counts as slow: `Verdict::Slow` below.
+    let mut slow = false;
+    let result = match (policy.deadline(), policy.timeout()) {
+        (Some(timeout), _) => match timeout.call(call()).await {
+            Ok(answer) => Ok(answer),
+            Err(TimeoutError::Inner(e)) => Err(e),
+            Err(TimeoutError::Elapsed { after, .. }) => {
+                slow = timeout.count_as() == CountAs::Slow;
+                Err(CallError::Failed(Failure::timeout(format!(
+                    "{tool}: no answer within {} ms",
+                    millis(after)
+                ))))
+            }
+            Err(other) => Err(CallError::Failed(Failure::timeout(format!(
+                "{tool}: {other}"
+            )))),
+        },
+        (None, Some(limit)) => match tokio::time::timeout(limit, call()).await {
             Ok(result) => result,
             Err(_) => Err(CallError::Failed(Failure::timeout(format!(
                 "{tool}: no answer within {} ms",
                 millis(limit)
             )))),
         },
+        (None, None) => call().await,
     };
     let (verdict, outcome) = match result {
         Ok(answer) => (classify(&answer), Outcome::Done(answer)),
@@ -216,6 +234,7 @@ where
         Err(CallError::Failed(f)) if f.kind == FailureKind::RateLimited => {
             (Verdict::Ignored, Outcome::Failed(f))
         }
+        Err(CallError::Failed(f)) if slow => (Verdict::Slow, Outcome::Failed(f)),
         Err(CallError::Failed(f)) => (Verdict::Failure, Outcome::Failed(f)),
         Err(CallError::Lost(f)) => (Verdict::Failure, Outcome::Lost(f)),
     };
@@ -226,6 +245,64 @@ where
         permit.record(verdict);
     }
     outcome
+}
+
+/// Runs one call of `tool` under `policy` like [`invoke`], retrying failed attempts with
+/// the policy's [`Retry`](palisade_toolbox::retry::Retry) (backoff with full jitter, its
+/// budget, `Retry-After` hints) when the tool is `idempotent`; otherwise exactly [`invoke`].
+/// Each attempt goes through the breaker, the bulkhead and the timeout again.
+///
+/// What is retried: failures that may pass (timeouts, unavailable, 5xx; a 429 after its
+/// `retry_after`), a full partition, and a breaker that says when it admits again (after
+/// that wait, if the retry's `max_retry_after` allows it). Never retried: answers,
+/// rejections (the input is wrong), a lost server (the call may be what crashed it), a
+/// forced-open breaker.
+pub async fn invoke_retrying<T, F, Fut>(
+    policy: &ToolPolicy,
+    tool: &str,
+    idempotent: bool,
+    call: F,
+) -> Outcome<T>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, CallError>>,
+{
+    let Some(retry) = policy.retry().filter(|_| idempotent) else {
+        return invoke(policy, tool, call).await;
+    };
+    let call = &call;
+    let result = retry
+        .call_classified(retry_decision::<T>, || async move {
+            match invoke(policy, tool, call).await {
+                Outcome::Done(answer) => Ok(answer),
+                other => Err(other),
+            }
+        })
+        .await;
+    match result {
+        Ok(answer) => Outcome::Done(answer),
+        Err(outcome) => outcome,
+    }
+}
+
+/// Whether a failed attempt is worth another (see [`invoke_retrying`]).
+fn retry_decision<T>(result: &Result<T, Outcome<T>>) -> Decision {
+    let Err(outcome) = result else {
+        return Decision::Return;
+    };
+    match outcome {
+        Outcome::Failed(f) => match (f.kind, f.retry_after) {
+            (FailureKind::ClientError, _) => Decision::Return,
+            (_, Some(after)) => Decision::RetryAfter(after),
+            _ => Decision::Retry,
+        },
+        Outcome::Refused(Refusal::PartitionFull { .. }) => Decision::Retry,
+        Outcome::Refused(Refusal::BreakerOpen {
+            retry_after: Some(after),
+            ..
+        }) => Decision::RetryAfter(*after),
+        _ => Decision::Return,
+    }
 }
 
 #[cfg(test)]
@@ -283,6 +360,104 @@ mod tests {
         })
         .await;
         assert!(outcome.is_done());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_component_counts_as_its_config_says_and_changes_at_runtime() {
+        let timeout = palisade_toolbox::Timeout::builder("t")
+            .deadline(Duration::from_secs(2))
+            .count_as(CountAs::Slow)
+            .build()
+            .unwrap();
+        let policy = ToolPolicy::builder()
+            .breaker(breaker(1))
+            .deadline(timeout.clone())
+            .build();
+        assert_eq!(policy.timeout(), Some(Duration::from_secs(2)));
+        let start = tokio::time::Instant::now();
+        let outcome: Outcome = invoke(&policy, "slow", std::future::pending).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        assert!(matches!(&outcome, Outcome::Failed(f) if f.kind == FailureKind::Timeout));
+        let calls = policy.breaker().unwrap().snapshot().calls;
+        assert_eq!(
+            (calls.slow, calls.failed),
+            (1, 0),
+            "a slow call, not a failure"
+        );
+        assert_eq!(timeout.snapshot().timeouts_total, 1);
+        // The operator shortens the deadline: the next call uses it.
+        timeout.set_deadline(Duration::from_millis(500)).unwrap();
+        let start = tokio::time::Instant::now();
+        let _: Outcome = invoke(&policy, "slow", std::future::pending).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(500));
+    }
+
+    fn retrying(attempts: u32) -> palisade_toolbox::retry::Retry {
+        palisade_toolbox::retry::Retry::builder("r")
+            .max_attempts(attempts)
+            .backoff(Duration::from_millis(100), Duration::from_secs(1))
+            .clock(TokioClock::shared())
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idempotent_calls_are_retried_and_others_never() {
+        let policy = ToolPolicy::builder().retry(retrying(3)).build();
+        let calls = AtomicUsize::new(0);
+        let flaky = || async {
+            if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                Err(CallError::Failed(Failure::unavailable("503")))
+            } else {
+                ok()
+            }
+        };
+        let outcome = invoke_retrying(&policy, "read", true, flaky).await;
+        assert!(outcome.is_done(), "{outcome:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        // Not idempotent: one attempt, whatever the retry says.
+        calls.store(0, Ordering::SeqCst);
+        let outcome = invoke_retrying(&policy, "send", false, flaky).await;
+        assert!(matches!(outcome, Outcome::Failed(_)));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // Bad input and lost servers are not retried.
+        let rejected = AtomicUsize::new(0);
+        let outcome: Outcome = invoke_retrying(&policy, "read", true, || async {
+            rejected.fetch_add(1, Ordering::SeqCst);
+            Err(CallError::Rejected("bad city".into()))
+        })
+        .await;
+        assert!(matches!(outcome, Outcome::Rejected(_)));
+        let lost = AtomicUsize::new(0);
+        let _: Outcome = invoke_retrying(&policy, "read", true, || async {
+            lost.fetch_add(1, Ordering::SeqCst);
+            Err(CallError::Lost(Failure::unavailable("exited")))
+        })
+        .await;
+        assert_eq!(
+            (rejected.load(Ordering::SeqCst), lost.load(Ordering::SeqCst)),
+            (1, 1)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_waits_for_a_hinted_retry_after() {
+        let policy = ToolPolicy::builder().retry(retrying(2)).build();
+        let calls = AtomicUsize::new(0);
+        let start = tokio::time::Instant::now();
+        let outcome = invoke_retrying(&policy, "read", true, || async {
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                Err(CallError::Failed(Failure::rate_limited(
+                    "429",
+                    Duration::from_millis(700),
+                )))
+            } else {
+                ok()
+            }
+        })
+        .await;
+        assert!(outcome.is_done());
+        assert_eq!(start.elapsed(), Duration::from_millis(700));
     }
 
     #[tokio::test(start_paused = true)]

@@ -26,7 +26,7 @@ mod server;
 pub use caller::{Caller, IPV6_PREFIX, Identity};
 pub use config::{MAX_TIMEOUT, QuotaConfig, ToolPoliciesConfig, ToolPolicyConfig, component_name};
 pub use deadletter::{DeadCall, DeadLetter, Kept, Replay, keep};
-pub use guard::{CallError, Outcome, Verdict, invoke, invoke_classified, run};
+pub use guard::{CallError, Outcome, Verdict, invoke, invoke_classified, invoke_retrying, run};
 pub use limit::{KeyBy, KeyPart, RateLimit};
 pub use policies::{PolicyFactory, ToolPolicies};
 pub use policy::{ToolPolicy, ToolPolicyBuilder};

@@ -5,6 +5,8 @@ use std::time::Duration;
 use palisade_breaker::CircuitBreaker;
 use palisade_bulkhead::Bulkhead;
 use palisade_dlq::DeadLetterQueue;
+use palisade_toolbox::Timeout;
+use palisade_toolbox::retry::Retry;
 use rmcp::model::ToolAnnotations;
 
 use crate::caller::Caller;
@@ -42,6 +44,8 @@ pub struct ToolPolicy {
     bulkhead: Option<Bulkhead>,
     rate_limits: Vec<RateLimit>,
     timeout: Option<Duration>,
+    deadline: Option<Timeout>,
+    retry: Option<Retry>,
     replay: Option<ReplayPolicy>,
     dead_letter: Option<DeadLetterQueue<DeadCall>>,
 }
@@ -75,7 +79,25 @@ impl ToolPolicyBuilder {
     /// Abandons a call that has not answered within `timeout` (a breaker failure; the call is
     /// dead-lettered under the replay policy). Default: no timeout.
     pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.policy.deadline = None;
         self.policy.timeout = Some(timeout);
+        self
+    }
+
+    /// Runs calls under `timeout`, a named [`Timeout`] component: operators see its timeouts
+    /// and change its deadline at runtime, and its `count_as` says whether the breaker counts
+    /// an elapsed deadline as a failure or a slow call. Replaces [`timeout`](Self::timeout).
+    pub fn deadline(mut self, timeout: Timeout) -> Self {
+        self.policy.timeout = None;
+        self.policy.deadline = Some(timeout);
+        self
+    }
+
+    /// Retries failed calls of **idempotent** tools (read-only or `idempotentHint`, or a
+    /// configured `idempotent`/`always` replay policy) with `retry`'s backoff and budget; see
+    /// [`invoke_retrying`](crate::invoke_retrying). Other tools' calls are never retried.
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.policy.retry = Some(retry);
         self
     }
 
@@ -128,9 +150,23 @@ impl ToolPolicy {
         &self.rate_limits
     }
 
-    /// The call timeout, if any.
+    /// The call timeout in force, if any (a [`deadline`](ToolPolicyBuilder::deadline)
+    /// component's current deadline, or a plain [`timeout`](ToolPolicyBuilder::timeout)).
     pub fn timeout(&self) -> Option<Duration> {
-        self.timeout
+        self.deadline
+            .as_ref()
+            .map(Timeout::deadline)
+            .or(self.timeout)
+    }
+
+    /// The [`Timeout`] component, if the policy has one.
+    pub fn deadline(&self) -> Option<&Timeout> {
+        self.deadline.as_ref()
+    }
+
+    /// The retry of idempotent calls, if any.
+    pub fn retry(&self) -> Option<&Retry> {
+        self.retry.as_ref()
     }
 
     /// The configured replay policy (`None`: the tool's annotations decide).

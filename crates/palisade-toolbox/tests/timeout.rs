@@ -49,7 +49,7 @@ async fn a_call_past_its_deadline_ends_at_the_deadline_and_is_dropped() {
     }
     assert!(dropped.load(Ordering::SeqCst), "the call was cancelled");
     let snap = timeout.snapshot();
-    assert_eq!((snap.calls_total, snap.timeouts_total), (1, 1));
+    assert_eq!((snap.waited_total, snap.timeouts_total), (1, 1));
 }
 
 #[tokio::test(start_paused = true)]
@@ -86,6 +86,7 @@ fn a_call_ready_at_once_arms_no_timer_and_needs_no_runtime() {
     let mut call = std::pin::pin!(timeout.call(async { Ok::<_, ()>(7) }));
     let mut cx = Context::from_waker(Waker::noop());
     assert_eq!(call.as_mut().poll(&mut cx), Poll::Ready(Ok(7)));
+    assert_eq!(timeout.snapshot().waited_total, 0);
 }
 
 #[tokio::test(start_paused = true)]

@@ -15,6 +15,8 @@ use palisade::core::{BuildError, ConfigError, Registry};
 use palisade::dlq::{DeadLetterQueue, Worker};
 use palisade::health::checks::{HttpCheck, RedisCheck, TcpCheck};
 use palisade::health::{HealthMonitor, MonitorConfig, ProcessSupervisor};
+use palisade::toolbox::Timeout;
+use palisade::toolbox::retry::Retry;
 use palisade::tower::ratelimit::ClientIp;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use thiserror::Error;
@@ -416,17 +418,47 @@ pub async fn start(config: GatewayConfig, options: StartOptions) -> Result<Runni
                 Backend::Stdio(stdio)
             }
         };
-        let policy = ToolPolicy::builder()
+        // The connector's timeout and retry are components: operators see their counters
+        // and change them at runtime (`/admin/timeouts/<name>`, `/admin/retries/<name>`).
+        let deadline = Timeout::builder(&c.name)
+            .deadline(c.timeout.unwrap_or(config.server.call_timeout))
+            .count_as(c.timeout_counts_as)
+            .registry(&registry)
+            .build()?;
+        let mut policy = ToolPolicy::builder()
             .breaker(breaker)
             .bulkhead(bulkhead)
-            .timeout(c.timeout.unwrap_or(config.server.call_timeout))
-            .build();
+            .deadline(deadline);
+        if let Some(retry) = &c.retry {
+            policy = policy.retry(
+                Retry::builder(&c.name)
+                    .config(retry.clone())
+                    .registry(&registry)
+                    .build()?,
+            );
+        }
+        let policy = policy.build();
         let mut tool_policies = std::collections::BTreeMap::new();
         let mut tool_replay = c.tool_replay.clone();
         for (tool, settings) in &c.tool_settings {
             let mut b = policy.to_builder();
+            let own = format!("{}-{}", c.name, crate::names::sanitize(tool));
             if let Some(timeout) = settings.timeout {
-                b = b.timeout(timeout);
+                b = b.deadline(
+                    Timeout::builder(&own)
+                        .deadline(timeout)
+                        .count_as(c.timeout_counts_as)
+                        .registry(&registry)
+                        .build()?,
+                );
+            }
+            if let Some(retry) = &settings.retry {
+                b = b.retry(
+                    Retry::builder(&own)
+                        .config(retry.clone())
+                        .registry(&registry)
+                        .build()?,
+                );
             }
             if let Some(p) = &settings.partition {
                 b = b.bulkhead(bulkheads.get(p).cloned().ok_or_else(|| unlisted(p))?);

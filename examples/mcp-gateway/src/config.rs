@@ -10,6 +10,8 @@ use palisade::core::config::duration;
 use palisade::dlq::DlqConfig;
 use palisade::health::CheckConfig;
 use palisade::ratelimit::RateLimitConfig;
+use palisade::toolbox::CountAs;
+use palisade::toolbox::retry::RetryConfig;
 use serde::Deserialize;
 
 use crate::replay::ReplayPolicy;
@@ -157,6 +159,10 @@ pub struct ToolSettings {
     /// What that quota's bucket is per. Default: the caller's identity.
     #[serde(default = "default_quota_key")]
     pub quota_key: Vec<QuotaKey>,
+    /// Retries of its failed calls, if it is idempotent (palisade's `RetryConfig`), instead of
+    /// the connector's `retry`; its own component and budget (`<connector>-<tool>`).
+    #[serde(default)]
+    pub retry: Option<RetryConfig>,
 }
 
 fn default_quota_key() -> Vec<QuotaKey> {
@@ -466,9 +472,23 @@ pub struct ConnectorConfig {
     /// How its breaker is shared with the fleet, instead of the global `[shared_breaker]`.
     #[serde(default)]
     pub shared_breaker: Option<palisade_fleet::ShareMode>,
-    /// Its call timeout, instead of `server.call_timeout`.
+    /// Its call timeout, instead of `server.call_timeout`: a timeout component named like the
+    /// connector (`/admin/timeouts/<name>`), whose deadline operators can change at runtime.
     #[serde(default, with = "duration::option")]
     pub timeout: Option<Duration>,
+    /// How its breaker counts a call that ran out of time: `failure` (default) or `slow` (the
+    /// slow-call rate only).
+    #[serde(default)]
+    pub timeout_counts_as: CountAs,
+    /// Retries of its **idempotent** tools' failed calls (read-only or `idempotentHint`
+    /// annotations, or a configured `idempotent`/`always` replay policy):
+    /// `retry = { max_attempts = 3, base_delay = "100ms", max_delay = "2s" }` (palisade's
+    /// `RetryConfig`: exponential backoff with full jitter, `Retry-After` honoured, and a retry
+    /// budget shared by the connector's tools, `budget = { ratio = 0.2 }`). A retry component
+    /// named like the connector (`/admin/retries/<name>`). Default: no retry. Other tools'
+    /// calls are never retried.
+    #[serde(default)]
+    pub retry: Option<RetryConfig>,
     /// Failed calls that may succeed later (timeouts, 5xx, unavailable) go to the dead-letter
     /// queue under each tool's replay policy. Default true; `false` is `replay = "never"` for
     /// every tool (set one or the other).
@@ -729,6 +749,16 @@ impl GatewayConfig {
                     at("partition"),
                     format!("no partition named {:?} in [[partitions]]", c.partition),
                 ));
+            }
+            if let Some(retry) = &c.retry {
+                retry.validate().map_err(|e| e.within(&at("retry")))?;
+            }
+            for (tool, settings) in &c.tool_settings {
+                if let Some(retry) = &settings.retry {
+                    retry
+                        .validate()
+                        .map_err(|e| e.within(&at(&format!("tool_settings.{tool}.retry"))))?;
+                }
             }
             if let Some(mode) = &c.shared_breaker {
                 mode.validate()

@@ -136,6 +136,23 @@ impl Backend {
         }
     }
 
+    /// Whether `tool`'s MCP annotations say read-only or idempotent (HTTP: from the config;
+    /// stdio and MCP: as the server lists them). Read in place: nothing is copied.
+    pub fn idempotent(&self, tool: &str) -> bool {
+        let find = |tools: &[Tool]| {
+            tools
+                .iter()
+                .find(|t| t.name == tool)
+                .and_then(|t| t.annotations.as_ref())
+                .is_some_and(|a| a.read_only_hint == Some(true) || a.idempotent_hint == Some(true))
+        };
+        match self {
+            Backend::Http(h) => find(&h.tools),
+            Backend::Stdio(s) => find(&s.slot.lock().tools),
+            Backend::Remote(r) => r.find_tool(find),
+        }
+    }
+
     /// The replay policy `tool`'s MCP annotations give (HTTP: from the config; stdio: as the
     /// server lists them). Read in place: nothing is copied on the call path.
     pub fn default_replay(&self, tool: &str) -> ReplayPolicy {

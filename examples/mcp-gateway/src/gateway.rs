@@ -90,13 +90,23 @@ impl Connector {
         (self.backend.default_replay(tool), PolicySource::Annotations)
     }
 
+    /// Whether calls of `tool` may be repeated (and so retried): its configured replay policy
+    /// is `idempotent` or `always`, or its annotations say read-only or idempotent.
+    pub fn idempotent(&self, tool: &str) -> bool {
+        match self.replay_policy(tool) {
+            (ReplayPolicy::Idempotent | ReplayPolicy::Always, _) => true,
+            _ => self.backend.idempotent(tool),
+        }
+    }
+
     /// The policy `tool` runs under.
     pub fn policy(&self, tool: &str) -> &ToolPolicy {
         self.tool_policies.get(tool).unwrap_or(&self.policy)
     }
 
     /// Runs one call of `tool` (served as `served`) under its policy: breaker, then bulkhead,
-    /// then the backend under the timeout ([`palisade::mcp::invoke`]). `key` is the call's
+    /// then the backend under the timeout, retried if the policy has a retry and the tool is
+    /// [idempotent](Self::idempotent) ([`palisade::mcp::invoke_retrying`]). `key` is the call's
     /// idempotency key, passed to the upstream.
     pub async fn invoke(
         &self,
@@ -105,7 +115,8 @@ impl Connector {
         args: &JsonObject,
         key: Option<&str>,
     ) -> Outcome {
-        palisade::mcp::invoke(self.policy(tool), served, || async {
+        let idempotent = self.idempotent(tool);
+        palisade::mcp::invoke_retrying(self.policy(tool), served, idempotent, || async {
             // An injected fault stands in for the upstream's answer (latency delays the call,
             // inside its timeout).
             if let Some(faults) = &self.faults {

@@ -1852,3 +1852,103 @@ async fn without_fault_injection_in_the_config_there_is_no_injector() {
     );
     gw.stop().await;
 }
+
+/// Calls `tool` answered with an error by `upstream` so far (`/control`'s `calls.failed`).
+async fn failed_calls(upstream: &Upstream) -> u64 {
+    upstream.control(json!({})).await["calls"]["failed"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_tools_are_retried_under_the_connectors_retry_and_others_are_not() {
+    let upstream = Upstream::start(&[]).await;
+    let config = format!(
+        "{SERVER}[breaker]\nconsecutive_failures = 50\n\
+         [[connectors]]\nname = \"weather\"\nkind = \"http\"\nurl = \"{}\"\n\
+         dead_letter = false\n\
+         retry = {{ max_attempts = 3, base_delay = \"10ms\", max_delay = \"50ms\" }}\n\
+         tools = [\n  {{ name = \"forecast\", description = \"d\", annotations = {{ readOnlyHint = true }} }},\n  \
+         {{ name = \"book\", description = \"d\" }},\n]\n",
+        upstream.url
+    );
+    let gw = Gateway::start(&config, &[]).await;
+    upstream.control(json!({"failure_rate": 1})).await;
+    let client = gw.client().await;
+    let before = failed_calls(&upstream).await;
+    let read = call(&client, "weather_forecast", json!({})).await;
+    assert_eq!(error_code(&read).as_deref(), Some("upstream_failed"));
+    assert_eq!(
+        failed_calls(&upstream).await - before,
+        3,
+        "read-only: 3 attempts"
+    );
+    let before = failed_calls(&upstream).await;
+    let book = call(&client, "weather_book", json!({})).await;
+    assert_eq!(error_code(&book).as_deref(), Some("upstream_failed"));
+    assert_eq!(
+        failed_calls(&upstream).await - before,
+        1,
+        "not idempotent: 1 attempt"
+    );
+    let snap = gw.get("/retries/weather").await["snapshot"].clone();
+    assert_eq!(snap["retries_total"], 2, "{snap}");
+    // Recovered: the first attempt answers.
+    upstream.control(json!({"failure_rate": 0})).await;
+    assert_eq!(
+        error_code(&call(&client, "weather_forecast", json!({})).await),
+        None
+    );
+    drop(client);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connectors_timeout_is_a_component_operators_change_at_runtime() {
+    let upstream = Upstream::start(&[]).await;
+    let config = format!(
+        "{SERVER}{}",
+        http_connector(
+            "weather",
+            &upstream.url,
+            "dead_letter = false\ntimeout = \"5s\"\ntimeout_counts_as = \"slow\""
+        )
+    );
+    let gw = Gateway::start(&config, &[]).await;
+    upstream.control(json!({"latency_ms": 400})).await;
+    let client = gw.client().await;
+    assert_eq!(
+        error_code(&call(&client, "weather_forecast", json!({})).await),
+        None
+    );
+    let (status, body) = gw
+        .post(
+            "/timeouts/weather",
+            Some(TOKEN),
+            json!({"action": "set_deadline", "deadline": "100ms"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let late = call(&client, "weather_forecast", json!({})).await;
+    assert_eq!(
+        error_code(&late).as_deref(),
+        Some("upstream_failed"),
+        "{late:?}"
+    );
+    assert!(
+        text(&late).contains("no answer within 100 ms"),
+        "{}",
+        text(&late)
+    );
+    let timeout = gw.get("/timeouts/weather").await["snapshot"].clone();
+    assert_eq!(timeout["timeouts_total"], 1, "{timeout}");
+    // Counted as slow, not as a failure.
+    let calls = gw.get("/circuit-breakers/weather").await["snapshot"]["calls"].clone();
+    assert_eq!(
+        (calls["slow"].as_u64(), calls["failed"].as_u64()),
+        (Some(1), Some(0)),
+        "{calls}"
+    );
+    drop(client);
+    gw.stop().await;
+}

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::config::{CountAs, TimeoutConfig};
 use super::handle::Timeout;
 
-/// `palisade_timeout_calls_total{name}`: calls made through the timeout.
-pub const TIMEOUT_CALLS_TOTAL: &str = "palisade_timeout_calls_total";
+/// `palisade_timeout_waited_total{name}`: calls that had to wait (not ready at once).
+pub const TIMEOUT_WAITED_TOTAL: &str = "palisade_timeout_waited_total";
 /// `palisade_timeout_elapsed_total{name}`: calls whose deadline ran out.
 pub const TIMEOUT_ELAPSED_TOTAL: &str = "palisade_timeout_elapsed_total";
 
@@ -48,8 +48,9 @@ pub struct TimeoutSnapshot {
     pub deadline_ms: u64,
     /// How a breaker counts an elapsed deadline.
     pub count_as: CountAs,
-    /// Calls made through it.
-    pub calls_total: u64,
+    /// Calls that had to wait (not ready at their first poll): a call ready at once costs the
+    /// timeout nothing and is not counted.
+    pub waited_total: u64,
     /// Calls whose deadline ran out.
     pub timeouts_total: u64,
     /// The config in force.
@@ -64,7 +65,7 @@ impl Timeout {
             name: self.name().to_owned(),
             deadline_ms: u64::try_from(config.deadline.as_millis()).unwrap_or(u64::MAX),
             count_as: config.count_as,
-            calls_total: self.shared.calls.get(),
+            waited_total: self.shared.waited.get(),
             timeouts_total: self.shared.timeouts.get(),
             config,
         }
@@ -110,8 +111,8 @@ impl Managed for Timeout {
 
     fn export_metrics(&self) {
         let name = self.name().to_owned();
-        metrics::counter!(TIMEOUT_CALLS_TOTAL, "name" => name.clone())
-            .absolute(self.shared.calls.get());
+        metrics::counter!(TIMEOUT_WAITED_TOTAL, "name" => name.clone())
+            .absolute(self.shared.waited.get());
         metrics::counter!(TIMEOUT_ELAPSED_TOTAL, "name" => name)
             .absolute(self.shared.timeouts.get());
     }

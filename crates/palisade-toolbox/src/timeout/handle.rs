@@ -12,7 +12,7 @@ use palisade_core::{
 use parking_lot::Mutex;
 
 use super::config::{CountAs, TimeoutConfig, check_deadline};
-use super::future::TimeoutCall;
+use super::future::{Handle, TimeoutCall};
 
 /// What every clone of a timeout shares.
 pub(crate) struct Shared {
@@ -22,7 +22,8 @@ pub(crate) struct Shared {
     /// [`CountAs`] in force (0 failure, 1 slow).
     count_as: AtomicU8,
     config: Mutex<TimeoutConfig>,
-    pub(crate) calls: StripedCounter,
+    /// Calls that were not ready at their first poll (their timer was armed).
+    pub(crate) waited: StripedCounter,
     pub(crate) timeouts: StripedCounter,
     events: EventBus,
 }
@@ -109,7 +110,7 @@ impl TimeoutBuilder {
             deadline_nanos: AtomicU64::new(0),
             count_as: AtomicU8::new(0),
             config: Mutex::new(self.config.clone()),
-            calls: StripedCounter::new(),
+            waited: StripedCounter::new(),
             timeouts: StripedCounter::new(),
             events: palisade_core::registry::bus_for(self.registry.as_ref(), SystemClock::shared()),
         };
@@ -144,6 +145,11 @@ impl Timeout {
         self.shared.deadline()
     }
 
+    /// How a breaker counts an elapsed deadline now (one atomic load).
+    pub fn count_as(&self) -> CountAs {
+        self.shared.count_as()
+    }
+
     /// The config in force.
     pub fn config(&self) -> TimeoutConfig {
         self.shared.config.lock().clone()
@@ -151,21 +157,30 @@ impl Timeout {
 
     /// Runs `fut` under the deadline in force, counted from the call's first poll. Must be
     /// polled inside a tokio runtime with its timer enabled.
-    pub fn call<F, T, E>(&self, fut: F) -> TimeoutCall<F>
+    #[inline]
+    pub fn call<F, T, E>(&self, fut: F) -> TimeoutCall<'_, F>
     where
         F: Future<Output = Result<T, E>>,
     {
-        self.call_with(self.shared.deadline(), fut)
+        TimeoutCall::new(Handle::Borrowed(&self.shared), None, fut)
     }
 
     /// Runs `fut` under `deadline` instead of the one in force (a per-call deadline; counted
     /// in this timeout's snapshot all the same).
-    pub fn call_with<F, T, E>(&self, deadline: Duration, fut: F) -> TimeoutCall<F>
+    pub fn call_with<F, T, E>(&self, deadline: Duration, fut: F) -> TimeoutCall<'_, F>
     where
         F: Future<Output = Result<T, E>>,
     {
-        self.shared.calls.incr();
-        TimeoutCall::new(Arc::clone(&self.shared), deadline, fut)
+        TimeoutCall::new(Handle::Borrowed(&self.shared), Some(deadline), fut)
+    }
+
+    /// [`call`](Self::call) for a future that must own its timeout (`'static`): one reference
+    /// count per call.
+    pub fn call_owned<F, T, E>(&self, fut: F) -> TimeoutCall<'static, F>
+    where
+        F: Future<Output = Result<T, E>>,
+    {
+        TimeoutCall::new(Handle::Owned(Arc::clone(&self.shared)), None, fut)
     }
 
     /// Replaces the config (validated first: a bad field is named and nothing changes), and

@@ -24,13 +24,30 @@ use super::handle::Timeout;
 /// ```
 #[derive(Debug, Clone)]
 pub struct TimeoutLayer {
-    timeout: Timeout,
+    timeout: Held,
+}
+
+/// A layer's timeout: owned (one reference count per call) or `'static` (none).
+#[derive(Debug, Clone)]
+enum Held {
+    Owned(Timeout),
+    Static(&'static Timeout),
 }
 
 impl TimeoutLayer {
     /// A layer applying `timeout`.
     pub fn new(timeout: Timeout) -> Self {
-        TimeoutLayer { timeout }
+        TimeoutLayer {
+            timeout: Held::Owned(timeout),
+        }
+    }
+
+    /// A layer applying a timeout that lives as long as the process (a `static`, or leaked
+    /// once at start): its calls skip the reference count.
+    pub fn from_static(timeout: &'static Timeout) -> Self {
+        TimeoutLayer {
+            timeout: Held::Static(timeout),
+        }
     }
 }
 
@@ -49,7 +66,7 @@ impl<S> tower::Layer<S> for TimeoutLayer {
 #[derive(Debug, Clone)]
 pub struct TimeoutService<S> {
     inner: S,
-    timeout: Timeout,
+    timeout: Held,
 }
 
 impl<S, R> tower::Service<R> for TimeoutService<S>
@@ -58,7 +75,7 @@ where
 {
     type Response = S::Response;
     type Error = crate::TimeoutError<S::Error>;
-    type Future = TimeoutCall<S::Future>;
+    type Future = TimeoutCall<'static, S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner
@@ -66,7 +83,12 @@ where
             .map_err(crate::TimeoutError::Inner)
     }
 
+    #[inline(always)]
     fn call(&mut self, request: R) -> Self::Future {
-        self.timeout.call(self.inner.call(request))
+        let fut = self.inner.call(request);
+        match &self.timeout {
+            Held::Owned(t) => t.call_owned(fut),
+            Held::Static(t) => t.call(fut),
+        }
     }
 }

@@ -77,6 +77,11 @@ async fn in_time_results_and_errors_pass_through_and_per_call_deadlines_apply() 
     assert!(short.unwrap_err().is_elapsed());
     assert_eq!(started.elapsed(), Duration::from_millis(50));
     assert_eq!(timeout.snapshot().timeouts_total, 1);
+    // Timed: the 999 ms call and the one that ran out at 50 ms (the error came at once).
+    let latency = timeout.snapshot().latency;
+    assert_eq!(latency.counts.iter().sum::<u64>(), 2);
+    assert_eq!(latency.quantile_ms(0.5), Some(50));
+    assert_eq!(latency.quantile_ms(0.99), Some(1000));
 }
 
 #[test]

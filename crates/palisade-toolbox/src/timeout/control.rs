@@ -53,6 +53,9 @@ pub struct TimeoutSnapshot {
     pub waited_total: u64,
     /// Calls whose deadline ran out.
     pub timeouts_total: u64,
+    /// How long the calls that waited took (cumulative counts by bucket; a timed-out call
+    /// counts at its deadline).
+    pub latency: super::latency::LatencySnapshot,
     /// The config in force.
     pub config: TimeoutConfig,
 }
@@ -67,6 +70,7 @@ impl Timeout {
             count_as: config.count_as,
             waited_total: self.shared.waited.get(),
             timeouts_total: self.shared.timeouts.get(),
+            latency: self.shared.latencies.snapshot(),
             config,
         }
     }

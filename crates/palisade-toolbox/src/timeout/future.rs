@@ -79,6 +79,13 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         if let Poll::Ready(out) = this.inner.poll(cx) {
+            // A call that waited: time it from when its timer was armed.
+            if let (Some(sleep), Some(deadline)) = (this.sleep.as_pin_mut(), *this.deadline) {
+                let armed = sleep.deadline().checked_sub(deadline);
+                if let Some(armed) = armed {
+                    this.shared.latencies.record(armed.elapsed());
+                }
+            }
             return Poll::Ready(out.map_err(TimeoutError::Inner));
         }
         if this.sleep.is_none() {
@@ -91,6 +98,7 @@ where
         }
         let after = this.deadline.unwrap_or_default();
         this.shared.timeouts.incr();
+        this.shared.latencies.record(after);
         tracing::debug!(
             target: "palisade::timeout", timeout = %this.shared.name,
             deadline_ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX),

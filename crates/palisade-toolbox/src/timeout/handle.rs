@@ -25,6 +25,8 @@ pub(crate) struct Shared {
     /// Calls that were not ready at their first poll (their timer was armed).
     pub(crate) waited: StripedCounter,
     pub(crate) timeouts: StripedCounter,
+    /// How long the calls that waited took.
+    pub(crate) latencies: super::latency::Latencies,
     events: EventBus,
 }
 
@@ -112,6 +114,7 @@ impl TimeoutBuilder {
             config: Mutex::new(self.config.clone()),
             waited: StripedCounter::new(),
             timeouts: StripedCounter::new(),
+            latencies: Default::default(),
             events: palisade_core::registry::bus_for(self.registry.as_ref(), SystemClock::shared()),
         };
         shared.store_hot(&self.config);

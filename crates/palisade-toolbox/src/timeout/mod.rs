@@ -38,6 +38,7 @@ mod control;
 mod error;
 mod future;
 mod handle;
+mod latency;
 #[cfg(feature = "tower")]
 mod layer;
 
@@ -46,5 +47,6 @@ pub use control::{TimeoutCommand, TimeoutSnapshot};
 pub use error::TimeoutError;
 pub use future::TimeoutCall;
 pub use handle::{Timeout, TimeoutBuilder};
+pub use latency::{LATENCY_BOUNDS_MS, LatencySnapshot};
 #[cfg(feature = "tower")]
 pub use layer::{TimeoutLayer, TimeoutService};

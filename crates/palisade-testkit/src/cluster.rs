@@ -190,6 +190,8 @@ pub struct RedisCluster {
     seeds: Vec<u16>,
     /// Node ids by port (a restarted node keeps its id: it is in its `nodes.conf`).
     ids: HashMap<u16, String>,
+    /// How many of the nodes are replicas (failovers swap roles; the count stays).
+    replicas: usize,
     dir: TempDir,
 }
 
@@ -286,6 +288,7 @@ impl RedisCluster {
             nodes,
             seeds: Vec::new(),
             ids,
+            replicas: primaries * replicas_per_primary,
             dir,
         };
         cluster.wait_until_stable();
@@ -514,8 +517,9 @@ impl RedisCluster {
     }
 
     /// Waits (up to 30 s) until every running node reports `cluster_state:ok`, knows every
-    /// node, sees no node failing, and agrees with the others on which node serves each of the
-    /// 16384 slots, and every replica's link to its primary is up. Meant for when every node
+    /// node, sees no node failing, sees every replica as one, and agrees with the others on
+    /// which node serves each of the 16384 slots, and every replica's link to its primary is
+    /// up. Meant for when every node
     /// runs: with a killed node it times out.
     pub fn wait_until_stable(&self) {
         let count = self.nodes.len();
@@ -554,6 +558,15 @@ impl RedisCluster {
                     }
                     Some(_) => {}
                     None => agreed = Some((port, slots)),
+                }
+                // `--cluster create` makes the replicas with CLUSTER REPLICATE, which spreads
+                // by gossip: until every node sees them all, they may look like empty primaries.
+                let replicas = view.iter().filter(|n| n.has_flag("slave")).count();
+                if replicas != self.replicas {
+                    return Err(format!(
+                        "node {port} sees {replicas} replicas (of {})",
+                        self.replicas
+                    ));
                 }
                 if view.iter().any(|n| n.port == port && n.has_flag("slave")) {
                     let replication: String =

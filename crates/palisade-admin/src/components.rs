@@ -429,6 +429,11 @@ const ROUTES: &[(&str, &str, &str)] = &[
         "/admin/events/stream",
         "live events as server-sent events",
     ),
+    (
+        "GET",
+        "/admin/history",
+        "per-second history, last 15 min (kind, name, seconds, since)",
+    ),
 ];
 
 /// `GET /admin`: what this router serves and whether mutations are enabled.

@@ -77,6 +77,7 @@
 //! | POST | `/admin/health` | `{"action": "set_auto_restart", "enabled": false}` (the monitor's global switch) or `{"action": "check_all"}` |
 //! | GET | `/admin/events` | recent events (`kind`, `component`, `type`, `since_seq`, `limit` — default 100) |
 //! | GET | `/admin/events/stream` | server-sent events: `id` = sequence number, `data` = the event's JSON; keep-alive comments; `Last-Event-ID` (or `since_seq`) replays what was missed |
+//! | GET | `/admin/history` | per-second points of every component, last 15 minutes (`kind`, `name`, `seconds`, `since`): `{"interval_ms", "now_ms", "components": [{"kind", "name", "points": [{"t", ...}]}]}`; see [`History`] |
 //!
 //! `{kind}` is `circuit-breakers`, `bulkheads`, `rate-limiters`, `dlq` or `health/components`
 //! (see each crate's command enum: `BreakerCommand`, `BulkheadCommand`, `RateLimiterCommand`,
@@ -133,6 +134,7 @@ mod components;
 mod error;
 mod events;
 mod health;
+mod history;
 mod host;
 mod listener;
 mod prometheus;
@@ -147,6 +149,10 @@ pub use auth::{
 pub use components::{KIND_PATHS, kind_path};
 pub use events::DEFAULT_EVENTS_LIMIT;
 pub use health::HEALTH_JSON;
+pub use history::{
+    DEFAULT_CAPACITY, DEFAULT_INTERVAL, DEFAULT_MAX_COMPONENTS, History, HistoryBuilder,
+    HistorySample, MAX_CAPACITY,
+};
 pub use host::DEFAULT_ALLOWED_HOSTS;
 pub use listener::{NoDelayListener, bind_nodelay, nodelay};
 pub use prometheus::PROMETHEUS_TEXT;

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use crate::auth::{FILE_SUFFIX, TOKEN_ENV, VIEWER_TOKEN_ENV};
 use crate::components::{self, KIND_PATHS};
 use crate::error::ApiError;
+use crate::history::{self, History};
 use crate::host::{DEFAULT_ALLOWED_HOSTS, HostPolicy, check_host};
 use crate::serve::{AdminServer, ServeError};
 use crate::state::{AppState, MetricsSource, Shared};
@@ -67,6 +68,7 @@ impl AdminRouter {
             keep_alive: DEFAULT_KEEP_ALIVE,
             allow_non_loopback: false,
             extensions: Vec::new(),
+            history: History::new(registry),
         }
     }
 }
@@ -95,6 +97,7 @@ pub struct AdminRouterBuilder {
     keep_alive: Duration,
     allow_non_loopback: bool,
     extensions: Vec<Router>,
+    history: History,
 }
 
 impl fmt::Debug for AdminRouterBuilder {
@@ -306,9 +309,36 @@ impl AdminRouterBuilder {
                 metrics: self.metrics,
                 keep_alive: self.keep_alive,
                 shutdown: Arc::new(shutdown),
+                history: self.history,
             }),
         };
         (state, self.body_limit, self.allow_non_loopback, self.hosts)
+    }
+
+    /// Keeps the per-second history (`GET /admin/history`, the dashboard's charts) in
+    /// `history`, built over the same registry: to choose its clock, capacity or sampling.
+    /// By default the router has one of its own ([`History::new`]); get it with
+    /// [`history_handle`](Self::history_handle).
+    ///
+    /// ```
+    /// use palisade_admin::{AdminRouter, History};
+    ///
+    /// let registry = palisade_core::Registry::new();
+    /// let history = History::builder(&registry).sample_when_served(false).build()?;
+    /// let app = AdminRouter::builder(&registry).history(history.clone()).build();
+    /// history.sample_now(); // a test takes its samples itself
+    /// # let _ = app;
+    /// # Ok::<(), palisade_core::ConfigError>(())
+    /// ```
+    pub fn history(mut self, history: History) -> Self {
+        self.history = history;
+        self
+    }
+
+    /// The history the router will serve (a handle to the same rings), for
+    /// [`History::sample_now`] and [`History::spawn_sampler`].
+    pub fn history_handle(&self) -> History {
+        self.history.clone()
     }
 
     /// Serves `routes` (an application's own admin routes, such as
@@ -338,7 +368,9 @@ impl AdminRouterBuilder {
     /// Serves the router on its own listener at `addr` (port 0 picks a free port; see
     /// [`AdminServer::local_addr`]). Refuses an address that is not loopback unless
     /// [`allow_non_loopback`](Self::allow_non_loopback) was set. Must run inside a tokio
-    /// runtime. The audit trail gets each caller's address.
+    /// runtime. The audit trail gets each caller's address. Starts the history's sampler
+    /// (unless [`HistoryBuilder::sample_when_served`](crate::HistoryBuilder::sample_when_served)
+    /// is off), which stops with the server.
     pub async fn serve(mut self, addr: SocketAddr) -> Result<AdminServer, ServeError> {
         let extensions = std::mem::take(&mut self.extensions);
         let (state, body_limit, allow_non_loopback, mut hosts) = self.state();
@@ -349,6 +381,7 @@ impl AdminRouterBuilder {
             hosts.add(&addr.ip().to_string());
         }
         let shutdown = state.inner.shutdown.clone();
+        let history = state.history().clone();
         let router = with_extensions(
             routes(state.clone(), body_limit, hosts.clone()),
             extensions,
@@ -356,7 +389,11 @@ impl AdminRouterBuilder {
             body_limit,
             hosts,
         );
-        AdminServer::start(router, addr, shutdown).await
+        let server = AdminServer::start(router, addr, shutdown.clone()).await?;
+        if history.sample_when_served() {
+            history::spawn_sampler(&history, shutdown.subscribe());
+        }
+        Ok(server)
     }
 }
 
@@ -416,6 +453,7 @@ fn routes(state: AppState, body_limit: usize, hosts: HostPolicy) -> Router {
         )
         .route("/admin/events", get(events::recent))
         .route("/admin/events/stream", get(events::stream))
+        .route("/admin/history", get(history::route::get_history))
         .route("/admin/dlq/{name}/entries", get(components::dlq_entries))
         .route("/admin/dlq/{name}/entries/{id}", get(components::dlq_entry));
     for (kind, base) in KIND_PATHS {

@@ -33,6 +33,8 @@ pub(crate) struct Shared {
     pub keep_alive: Duration,
     /// `true` once the server is stopping: live event streams end so connections can close.
     pub shutdown: Arc<watch::Sender<bool>>,
+    /// The per-second history `GET /admin/history` serves.
+    pub history: crate::History,
 }
 
 /// The router's state (cheap to clone).
@@ -56,6 +58,10 @@ impl AppState {
 
     pub(crate) fn protect_reads(&self) -> bool {
         self.inner.protect_reads
+    }
+
+    pub(crate) fn history(&self) -> &crate::History {
+        &self.inner.history
     }
 
     #[cfg(feature = "health")]

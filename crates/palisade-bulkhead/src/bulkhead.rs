@@ -379,7 +379,7 @@ impl Bulkhead {
             s.resize(limit, next);
             cfg.max_concurrent = next;
             s.adjustments.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(target: "palisade", bulkhead = %s.name, from = limit, to = next,
+            tracing::debug!(target: "palisade::bulkhead", bulkhead = %s.name, from = limit, to = next,
                 latency_ms = latency.as_millis() as u64, succeeded, "adaptive limit moved");
         }
     }
@@ -511,7 +511,7 @@ impl Shared {
             Err(_) => {
                 self.timeouts.incr();
                 let limit = self.limit.load(Ordering::Relaxed);
-                tracing::debug!(target: "palisade", bulkhead = %self.name, max_concurrent = limit,
+                tracing::debug!(target: "palisade::bulkhead", bulkhead = %self.name, max_concurrent = limit,
                     waited_ms = max_wait.as_millis() as u64, "bulkhead wait timed out");
                 Err(BulkheadError::TimedOut {
                     name: self.name.clone(),
@@ -526,7 +526,7 @@ impl Shared {
     fn full(&self, max_waiting: Option<u32>) -> BulkheadError {
         self.rejected.incr();
         let limit = self.limit.load(Ordering::Relaxed);
-        tracing::debug!(target: "palisade", bulkhead = %self.name, max_concurrent = limit,
+        tracing::debug!(target: "palisade::bulkhead", bulkhead = %self.name, max_concurrent = limit,
             max_waiting, "bulkhead full; call rejected");
         BulkheadError::Full {
             name: self.name.clone(),

@@ -469,7 +469,7 @@ impl FaultInjector {
             at_unix_ms: at,
         });
         drop(st);
-        tracing::warn!(target: "palisade", fault_injector = %s.name, fault = %fault, rate,
+        tracing::warn!(target: "palisade::chaos", fault_injector = %s.name, fault = %fault, rate,
             ttl_ms = decide::ceil_millis(lease.ttl()), "fault injection switched on");
         let kind = if was_on {
             EventKind::ConfigChanged {
@@ -517,7 +517,7 @@ impl FaultInjector {
 }
 
 pub(crate) fn not_allowed(name: &str) -> ControlError {
-    tracing::warn!(target: "palisade", fault_injector = %name,
+    tracing::warn!(target: "palisade::chaos", fault_injector = %name,
         "fault injection refused: not allowed on this instance");
     ControlError::Rejected {
         action: "enable".into(),
@@ -614,7 +614,7 @@ impl Shared {
             at_unix_ms: at,
         });
         drop(st);
-        tracing::warn!(target: "palisade", fault_injector = %self.name, reason = %reason,
+        tracing::warn!(target: "palisade::chaos", fault_injector = %self.name, reason = %reason,
             "fault injection switched off");
         self.events.publish(
             ComponentKind::FaultInjector,

@@ -182,7 +182,7 @@ pub trait Component: Send + Sync + 'static {
 fn to_json<T: Serialize>(value: &T) -> serde_json::Value {
     serde_json::to_value(value).unwrap_or_else(|e| {
         // Snapshots are plain data; this is unreachable unless a map has non-string keys.
-        tracing::error!(target: "palisade", error = %e, "snapshot is not representable as JSON");
+        tracing::error!(target: "palisade::core", error = %e, "snapshot is not representable as JSON");
         serde_json::json!({ "error": format!("snapshot is not representable as JSON: {e}") })
     })
 }

@@ -218,28 +218,28 @@ fn trace_event(e: &Event) {
     let kind = e.component_kind.as_str();
     match &e.kind {
         EventKind::StateTransition { from, to, reason } => tracing::info!(
-            target: "palisade",
+            target: "palisade::core",
             component_kind = kind, component = %e.component, from = %from, to = %to, reason = %reason,
             "state transition"
         ),
         EventKind::ConfigChanged { change } => tracing::info!(
-            target: "palisade",
+            target: "palisade::core",
             component_kind = kind, component = %e.component, change = %change,
             "config changed"
         ),
         EventKind::AdminAction { action } => tracing::info!(
-            target: "palisade",
+            target: "palisade::core",
             component_kind = kind, component = %e.component, action = %action,
             "admin action"
         ),
         EventKind::Notice { message, details } => tracing::info!(
-            target: "palisade",
+            target: "palisade::core",
             component_kind = kind, component = %e.component, details = %details,
             "{message}"
         ),
         // Before/after snapshots stay out of the log line (they are in the event itself).
         EventKind::Audit { actor, action, .. } => tracing::info!(
-            target: "palisade",
+            target: "palisade::core",
             component_kind = kind, component = %e.component, actor = %actor, action = %action,
             "audit"
         ),

@@ -240,7 +240,7 @@ where
         };
         // Keep the snapshot's counts fresh after every command.
         if let Err(e) = queue::stats(s).await {
-            tracing::debug!(queue = %s.name, error = %e, "stats refresh failed");
+            tracing::debug!(target: "palisade::dlq", queue = %s.name, error = %e, "stats refresh failed");
         }
         Ok(out)
     }

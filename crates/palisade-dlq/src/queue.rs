@@ -252,7 +252,7 @@ impl Inner {
             .await
             .map_err(|e| self.store_err(e))?;
         if t.expired + t.evicted > 0 {
-            tracing::info!(queue = %self.name, expired = t.expired, evicted = t.evicted,
+            tracing::info!(target: "palisade::dlq", queue = %self.name, expired = t.expired, evicted = t.evicted,
                 "dead-letter retention removed entries");
             self.notice(
                 format!(
@@ -324,7 +324,7 @@ where
         let check = store.clone();
         tokio::spawn(async move {
             if let Err(e) = check.check_config().await {
-                tracing::warn!(error = %e, "could not check Redis's maxmemory-policy");
+                tracing::warn!(target: "palisade::dlq", error = %e, "could not check Redis's maxmemory-policy");
             }
         });
         self.redis = Some(store);
@@ -517,7 +517,7 @@ where
             )
             .await
             .map_err(|e| s.store_err(e))?;
-        tracing::debug!(queue = %s.name, id, operation, kind = %failure.kind, "dead-lettered");
+        tracing::debug!(target: "palisade::dlq", queue = %s.name, id, operation, kind = %failure.kind, "dead-lettered");
         Ok(id)
     }
 

@@ -196,11 +196,11 @@ async fn run<T, F, Fut>(
         let cfg = inner.config();
         if tokio::time::Instant::now() >= next_trim {
             if let Err(e) = inner.trim().await {
-                tracing::warn!(queue = %inner.name, error = %e, "dead-letter retention failed");
+                tracing::warn!(target: "palisade::dlq", queue = %inner.name, error = %e, "dead-letter retention failed");
             }
             // The snapshot's `stats` (what the admin API and the dashboard show) as of now.
             if let Err(e) = crate::queue::stats(&inner).await {
-                tracing::debug!(queue = %inner.name, error = %e, "stats refresh failed");
+                tracing::debug!(target: "palisade::dlq", queue = %inner.name, error = %e, "stats refresh failed");
             }
             next_trim = tokio::time::Instant::now() + cfg.trim_interval;
         }
@@ -234,7 +234,7 @@ async fn run<T, F, Fut>(
             }
             Err(e) => {
                 state.store_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(queue = %inner.name, error = %e, "dead-letter claim failed; retrying");
+                tracing::warn!(target: "palisade::dlq", queue = %inner.name, error = %e, "dead-letter claim failed; retrying");
                 true
             }
         };
@@ -279,13 +279,13 @@ async fn flush(inner: &Inner, state: &WorkerState, acks: &mut Vec<(EntryId, u64)
                     state.acked.fetch_add(1, Ordering::Relaxed);
                 } else {
                     state.stale.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(queue = %inner.name, id,
+                    tracing::warn!(target: "palisade::dlq", queue = %inner.name, id,
                         "ack refused: the lease expired and the entry was delivered again");
                 }
             }
         }
         Err(e) => {
-            tracing::warn!(queue = %inner.name, error = %e, entries = acks.len(),
+            tracing::warn!(target: "palisade::dlq", queue = %inner.name, error = %e, entries = acks.len(),
                 "ack failed; the entries will be delivered again");
         }
     }
@@ -361,7 +361,7 @@ where
             Ok(true) => until = asked + held.length,
             Ok(false) => return Run::LeaseLost("another worker holds the entry now"),
             Err(e) => {
-                tracing::warn!(queue = %inner.name, id, error = %e, "extending a lease failed; retrying until it ends");
+                tracing::warn!(target: "palisade::dlq", queue = %inner.name, id, error = %e, "extending a lease failed; retrying until it ends");
             }
         }
     }
@@ -379,7 +379,7 @@ async fn quarantine(
     match inner.store.quarantine(id, Some(token), reason).await {
         Ok(true) => {
             state.quarantined.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(queue = %inner.name, id, %reason, "dead-letter entry quarantined");
+            tracing::warn!(target: "palisade::dlq", queue = %inner.name, id, %reason, "dead-letter entry quarantined");
             inner.notice(
                 format!("entry {id} quarantined: {reason}"),
                 serde_json::json!({"id": id, "operation": operation}),
@@ -389,7 +389,7 @@ async fn quarantine(
             state.stale.fetch_add(1, Ordering::Relaxed);
         }
         Err(e) => {
-            tracing::warn!(queue = %inner.name, id, error = %e, "quarantine failed; the lease will expire");
+            tracing::warn!(target: "palisade::dlq", queue = %inner.name, id, error = %e, "quarantine failed; the lease will expire");
         }
     }
 }
@@ -460,7 +460,7 @@ where
         Run::Done(result) => result,
         Run::LeaseLost(why) => {
             state.stale.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(queue = %inner.name, id, "retry handler stopped: {why}; the entry will be delivered again");
+            tracing::warn!(target: "palisade::dlq", queue = %inner.name, id, "retry handler stopped: {why}; the entry will be delivered again");
             return None;
         }
     };
@@ -494,7 +494,7 @@ where
             state.stale.fetch_add(1, Ordering::Relaxed);
         }
         Err(e) => {
-            tracing::warn!(queue = %inner.name, id, error = %e, "recording a failure failed; the entry will be delivered again");
+            tracing::warn!(target: "palisade::dlq", queue = %inner.name, id, error = %e, "recording a failure failed; the entry will be delivered again");
         }
     }
     None

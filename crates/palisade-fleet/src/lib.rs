@@ -44,7 +44,7 @@
 //! };
 //! let fleet = Fleet::join("redis://127.0.0.1:6379", config, &registry).await?;
 //! for instance in fleet.instances().await? {
-//!     tracing::info!(id = %instance.id, version = %instance.version, "replica");
+//!     tracing::info!(target: "palisade::fleet", id = %instance.id, version = %instance.version, "replica");
 //! }
 //!
 //! // An operator opens `github` on every replica, and on the replicas that start later.
@@ -58,7 +58,7 @@
 //! let answer = fleet.send(command, Duration::from_secs(5)).await?;
 //! for a in &answer.answers {
 //!     if let Outcome::Refused { reason, .. } = &a.outcome {
-//!         tracing::warn!(instance = %a.instance, %reason, "refused");
+//!         tracing::warn!(target: "palisade::fleet", instance = %a.instance, %reason, "refused");
 //!     }
 //! }
 //! assert_eq!(github.state().as_str(), "forced_open");

@@ -661,7 +661,7 @@ fn apply(s: &ComponentState, cfg: &CheckConfig, result: CheckResult, latency: Du
     drop(r);
     if before != after {
         let name = |st: Option<Status>| st.map_or("unknown", Status::as_str).to_owned();
-        tracing::info!(component = %s.name, from = %name(before), to = %name(after), %message, "health changed");
+        tracing::info!(target: "palisade::health", component = %s.name, from = %name(before), to = %name(after), %message, "health changed");
         s.publish(EventKind::StateTransition {
             from: name(before),
             to: name(after),
@@ -686,7 +686,7 @@ async fn restart_if_due(s: &ComponentState, cfg: &CheckConfig) -> Option<Instant
             Decision::WaitUntil(at) => return Some(at),
             Decision::CrashLoop { restarts: n } => {
                 drop(r);
-                tracing::error!(component = %s.name, restarts = n, window = ?policy.window, "{CRASH_LOOP_MESSAGE}");
+                tracing::error!(target: "palisade::health", component = %s.name, restarts = n, window = ?policy.window, "{CRASH_LOOP_MESSAGE}");
                 s.publish(EventKind::StateTransition {
                     from: "restarting".into(),
                     to: "crash_loop".into(),
@@ -704,10 +704,10 @@ async fn restart_if_due(s: &ComponentState, cfg: &CheckConfig) -> Option<Instant
     let backoff = s.run.lock().restarts.backoff;
     match &result {
         Ok(()) => {
-            tracing::warn!(component = %s.name, attempt, next_backoff = ?backoff, "restarted");
+            tracing::warn!(target: "palisade::health", component = %s.name, attempt, next_backoff = ?backoff, "restarted");
         }
         Err(e) => {
-            tracing::error!(component = %s.name, attempt, error = %e, "restart failed");
+            tracing::error!(target: "palisade::health", component = %s.name, attempt, error = %e, "restart failed");
         }
     }
     s.run.lock().last_restart_error = result.as_ref().err().cloned();

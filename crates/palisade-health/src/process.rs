@@ -367,7 +367,7 @@ impl ProcessSupervisor {
                     inner.name,
                     spec.program.to_string_lossy()
                 );
-                tracing::warn!(process = %inner.name, error = %e, "{message}");
+                tracing::warn!(target: "palisade::health", process = %inner.name, error = %e, "{message}");
                 inner.state.lock().spawn_error = Some(message.clone());
                 return Err(message);
             }
@@ -410,7 +410,7 @@ impl ProcessSupervisor {
             grace: spec.stop_grace,
         };
         tokio::spawn(supervise(weak, generation, run, kill_rx, exited_tx, reader));
-        tracing::info!(process = %inner.name, pid, "process started");
+        tracing::info!(target: "palisade::health", process = %inner.name, pid, "process started");
         Ok(())
     }
 
@@ -549,9 +549,9 @@ async fn supervise(
     };
     inner.exits.fetch_add(1, Ordering::Relaxed);
     if stopped {
-        tracing::info!(process = %inner.name, pid, "process stopped by the supervisor");
+        tracing::info!(target: "palisade::health", process = %inner.name, pid, "process stopped by the supervisor");
     } else {
-        tracing::warn!(
+        tracing::warn!(target: "palisade::health",
             process = %inner.name,
             pid,
             last_stderr = last_line.as_deref().unwrap_or(""),

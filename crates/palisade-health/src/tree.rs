@@ -52,7 +52,7 @@ pub(crate) fn spawn_guard(name: &str, pgid: u32) -> Option<Child> {
         match cmd.spawn() {
             Ok(guard) => Some(guard),
             Err(e) => {
-                tracing::warn!(process = name, error = %e, "cannot start the guard that kills the process group if this process dies; grandchildren may outlive it");
+                tracing::warn!(target: "palisade::health", process = name, error = %e, "cannot start the guard that kills the process group if this process dies; grandchildren may outlive it");
                 None
             }
         }

@@ -420,7 +420,7 @@ fn per_tool_policy(
         Ok(policy) => policy,
         Err(e) => {
             registered.undo(registry);
-            tracing::warn!(tool = %tool.name, error = %e,
+            tracing::warn!(target: crate::guard::TARGET, tool = %tool.name, error = %e,
                 "could not register the default policy's components of a tool; using unregistered ones");
             build_policy(
                 default,

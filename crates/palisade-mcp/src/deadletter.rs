@@ -252,7 +252,7 @@ where
                 ..
             },
         ) => {
-            tracing::warn!(tool, error = %e, "dead letter stored on the Redis primary only");
+            tracing::warn!(target: crate::guard::TARGET, tool, error = %e, "dead letter stored on the Redis primary only");
             let queue = match &e {
                 DlqError::Store { queue, .. } => queue.to_string(),
                 _ => String::new(),
@@ -276,7 +276,7 @@ where
             )
         }
         Err(e) => {
-            tracing::error!(tool, error = %e, "could not dead-letter a failed call");
+            tracing::error!(target: crate::guard::TARGET, tool, error = %e, "could not dead-letter a failed call");
             tool_error(
                 format!(
                     "The call failed ({kind}): {message}. It could not be queued for replay ({e}), so it will not be replayed; retry it later."

@@ -2,6 +2,8 @@
 //! and its outcome classified once.
 
 use std::future::Future;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use palisade_breaker::RejectReason;
 use palisade_dlq::{Failure, FailureKind};
@@ -10,6 +12,9 @@ use palisade_toolbox::{CountAs, TimeoutError};
 use rmcp::model::CallToolResult;
 
 pub use palisade_breaker::Outcome as Verdict;
+
+/// The `tracing` target of this crate's events.
+pub(crate) const TARGET: &str = "palisade::mcp";
 
 use crate::caller::Caller;
 use crate::policy::ToolPolicy;
@@ -58,6 +63,19 @@ impl<T> Outcome<T> {
     /// Whether the tool answered.
     pub fn is_done(&self) -> bool {
         matches!(self, Outcome::Done(_))
+    }
+
+    /// A short code for the outcome, as traces and logs name it: `done`, `rejected`, the
+    /// refusal's [code](Refusal::code) (`breaker_open`, …), or the failure's kind (`timeout`,
+    /// `server_error`, …; `lost` for a lost server).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Outcome::Done(_) => "done",
+            Outcome::Rejected(_) => "rejected",
+            Outcome::Refused(refusal) => refusal.code(),
+            Outcome::Failed(failure) => failure.kind.as_str(),
+            Outcome::Lost(_) => "lost",
+        }
     }
 
     /// The outcome of a replay of a dead-lettered call of `tool`, as the dead-letter worker's
@@ -161,6 +179,14 @@ where
 ///
 /// An adaptive bulkhead is fed each call's latency and whether it failed. If the returned
 /// future is dropped, nothing is recorded and both slots are given back.
+///
+/// Every decision is also a `tracing` event (target `palisade::mcp`, level debug; its fields
+/// are computed only when something listens), so the span of the call, if the caller made
+/// one, gets them as span events: `palisade.breaker.admitted` / `palisade.breaker.rejected`
+/// (`palisade.breaker.name`, `.state`), `palisade.bulkhead.acquired` /
+/// `palisade.bulkhead.rejected` (`palisade.bulkhead.name`, `.wait_ms`) and `palisade.timeout`
+/// (`palisade.timeout_ms`); [`invoke_retrying`] adds `palisade.retry.attempt` and a
+/// [`RateLimit`](crate::RateLimit) refusal is `palisade.rate_limited`.
 pub async fn invoke_classified<T, C, F, Fut>(
     policy: &ToolPolicy,
     tool: &str,
@@ -172,15 +198,35 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, CallError>>,
 {
-    let permit = match policy.breaker().map(|b| b.try_acquire()) {
+    // Every decision below is also a `tracing` event (target `palisade::mcp`, level debug):
+    // the span of the call, when there is one, gets them as span events. Their fields are only
+    // computed when something listens.
+    let permit = match policy.breaker().map(|b| (b, b.try_acquire())) {
         None => None,
-        Some(Ok(permit)) => Some(permit),
-        Some(Err(rejected)) => {
+        Some((breaker, Ok(permit))) => {
+            tracing::event!(
+                target: TARGET,
+                tracing::Level::DEBUG,
+                palisade.breaker.name = breaker.name(),
+                palisade.breaker.state = breaker.state().as_str(),
+                "palisade.breaker.admitted"
+            );
+            Some(permit)
+        }
+        Some((breaker, Err(rejected))) => {
             let state = match rejected.reason() {
                 RejectReason::Open => palisade_breaker::State::Open,
                 RejectReason::ForcedOpen => palisade_breaker::State::ForcedOpen,
                 RejectReason::HalfOpenFull => palisade_breaker::State::HalfOpen,
             };
+            tracing::event!(
+                target: TARGET,
+                tracing::Level::DEBUG,
+                palisade.breaker.name = breaker.name(),
+                palisade.breaker.state = state.as_str(),
+                palisade.retry_after_ms = rejected.retry_after().map(millis),
+                "palisade.breaker.rejected"
+            );
             return Outcome::Refused(Refusal::BreakerOpen {
                 state,
                 retry_after: rejected.retry_after(),
@@ -189,16 +235,39 @@ where
     };
     let (_slot, started) = match policy.bulkhead() {
         None => (None, None),
-        Some(bulkhead) => match bulkhead.acquire().await {
-            Ok(slot) => (Some(slot), Some(tokio::time::Instant::now())),
-            Err(refused) => {
-                // Dropping the breaker permit unrecorded gives a trial slot back.
-                return Outcome::Refused(Refusal::PartitionFull {
-                    partition: bulkhead.name().to_owned(),
-                    message: refused.to_string(),
-                });
+        Some(bulkhead) => {
+            // The clock is read before the wait only for the event.
+            let asked = tracing::enabled!(target: TARGET, tracing::Level::DEBUG)
+                .then(tokio::time::Instant::now);
+            let waited = || asked.map(|t| t.elapsed().as_secs_f64() * 1000.0);
+            match bulkhead.acquire().await {
+                Ok(slot) => {
+                    tracing::event!(
+                        target: TARGET,
+                        tracing::Level::DEBUG,
+                        palisade.bulkhead.name = bulkhead.name(),
+                        palisade.bulkhead.wait_ms = waited(),
+                        "palisade.bulkhead.acquired"
+                    );
+                    (Some(slot), Some(tokio::time::Instant::now()))
+                }
+                Err(refused) => {
+                    tracing::event!(
+                        target: TARGET,
+                        tracing::Level::DEBUG,
+                        palisade.bulkhead.name = bulkhead.name(),
+                        palisade.bulkhead.wait_ms = waited(),
+                        palisade.reason = %refused,
+                        "palisade.bulkhead.rejected"
+                    );
+                    // Dropping the breaker permit unrecorded gives a trial slot back.
+                    return Outcome::Refused(Refusal::PartitionFull {
+                        partition: bulkhead.name().to_owned(),
+                        message: refused.to_string(),
+                    });
+                }
             }
-        },
+        }
     };
     // An elapsed deadline the timeout component counts as slow: `Verdict::Slow` below.
     let mut slow = false;
@@ -208,6 +277,14 @@ where
             Err(TimeoutError::Inner(e)) => Err(e),
             Err(TimeoutError::Elapsed { after, .. }) => {
                 slow = timeout.count_as() == CountAs::Slow;
+                tracing::event!(
+                    target: TARGET,
+                    tracing::Level::DEBUG,
+                    palisade.timeout.name = timeout.name(),
+                    palisade.timeout_ms = millis(after),
+                    palisade.timeout.counts_as = if slow { "slow" } else { "failure" },
+                    "palisade.timeout"
+                );
                 Err(CallError::Failed(Failure::timeout(format!(
                     "{tool}: no answer within {} ms",
                     millis(after)
@@ -219,10 +296,19 @@ where
         },
         (None, Some(limit)) => match tokio::time::timeout(limit, call()).await {
             Ok(result) => result,
-            Err(_) => Err(CallError::Failed(Failure::timeout(format!(
-                "{tool}: no answer within {} ms",
-                millis(limit)
-            )))),
+            Err(_) => {
+                tracing::event!(
+                    target: TARGET,
+                    tracing::Level::DEBUG,
+                    palisade.timeout_ms = millis(limit),
+                    palisade.timeout.counts_as = "failure",
+                    "palisade.timeout"
+                );
+                Err(CallError::Failed(Failure::timeout(format!(
+                    "{tool}: no answer within {} ms",
+                    millis(limit)
+                ))))
+            }
         },
         (None, None) => call().await,
     };
@@ -271,11 +357,35 @@ where
         return invoke(policy, tool, call).await;
     };
     let call = &call;
+    // For the `palisade.retry.attempt` events: attempts made, and when and how the last one
+    // failed (the clock is read on failures only).
+    let attempts = AtomicU32::new(0);
+    let failed: Mutex<Option<(tokio::time::Instant, &'static str)>> = Mutex::new(None);
+    let (attempts, failed) = (&attempts, &failed);
     let result = retry
         .call_classified(retry_decision::<T>, || async move {
+            let attempt = attempts.fetch_add(1, Ordering::Relaxed) + 1;
+            if attempt > 1 {
+                let last = failed.lock().ok().and_then(|mut f| f.take());
+                tracing::event!(
+                    target: TARGET,
+                    tracing::Level::DEBUG,
+                    palisade.retry.name = retry.name(),
+                    palisade.retry.attempt = attempt,
+                    palisade.retry.delay_ms =
+                        last.map(|(at, _)| at.elapsed().as_secs_f64() * 1000.0),
+                    palisade.retry.previous = last.map(|(_, why)| why),
+                    "palisade.retry.attempt"
+                );
+            }
             match invoke(policy, tool, call).await {
                 Outcome::Done(answer) => Ok(answer),
-                other => Err(other),
+                other => {
+                    if let Ok(mut f) = failed.lock() {
+                        *f = Some((tokio::time::Instant::now(), other.code()));
+                    }
+                    Err(other)
+                }
             }
         })
         .await;

@@ -315,10 +315,21 @@ impl RateLimit {
         let key = self.key.key(caller, tool, &mut buf);
         match self.limiter.check(&key).await {
             Ok(_) => Ok(()),
-            Err(limited) => Err(Refusal::RateLimited {
-                retry_after: limited.retry_after,
-                rule: self.rule.clone(),
-            }),
+            Err(limited) => {
+                // A span event of the call's span, when it has one (see `invoke_classified`).
+                tracing::event!(
+                    target: crate::guard::TARGET,
+                    tracing::Level::DEBUG,
+                    palisade.rate_limit.name = self.limiter.name(),
+                    palisade.rate_limit.rule = self.rule.as_deref(),
+                    palisade.retry_after_ms = crate::refusal::millis(limited.retry_after),
+                    "palisade.rate_limited"
+                );
+                Err(Refusal::RateLimited {
+                    retry_after: limited.retry_after,
+                    rule: self.rule.clone(),
+                })
+            }
         }
     }
 }

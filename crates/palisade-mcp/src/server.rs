@@ -245,7 +245,7 @@ impl<S: ServerHandler> Guarded<S> {
                     }
                 }
                 Err(e) => {
-                    tracing::debug!(error = %e, "could not list the inner server's tools");
+                    tracing::debug!(target: crate::guard::TARGET, error = %e, "could not list the inner server's tools");
                     self.remember(&[]);
                     break;
                 }

@@ -452,7 +452,7 @@ where
             keep
         });
         self.evicted_active.fetch_add(dropped, Ordering::Relaxed);
-        tracing::debug!(
+        tracing::debug!(target: "palisade::ratelimit",
             limiter = %self.core.name,
             dropped,
             "rate limiter key bound reached; dropped the keys closest to a full bucket"

@@ -476,7 +476,7 @@ impl Inner {
         let until = now.saturating_add(self.retry_interval()).max(1);
         if self.down_until.swap(until, Ordering::Relaxed) == 0 {
             let policy = FailurePolicy::from_u8(self.policy.load(Ordering::Relaxed));
-            tracing::warn!(limiter = %self.core.name, error, policy = policy.as_str(),
+            tracing::warn!(target: "palisade::ratelimit", limiter = %self.core.name, error, policy = policy.as_str(),
                 "Redis unavailable; rate limiting by the failure policy");
             self.core.publish(EventKind::StateTransition {
                 from: "redis".into(),

@@ -406,7 +406,7 @@ where
                             Ok(Err(e)) => e.to_string(),
                             Err(_) => format!("no answer from the store in {timeout:?}"),
                         };
-                        tracing::warn!(target: "palisade", queue = queue.name(),
+                        tracing::warn!(target: "palisade::tower", queue = queue.name(),
                             operation = %operation, kind = %kind, error = %error,
                             "could not dead-letter a failed call");
                     });

@@ -68,7 +68,7 @@ pub fn error_response(err: BoxError) -> Response {
             }),
         );
     }
-    tracing::error!(target: "palisade", error = %err, "request failed");
+    tracing::error!(target: "palisade::tower", error = %err, "request failed");
     json_response(
         StatusCode::INTERNAL_SERVER_ERROR,
         serde_json::json!({"error": "internal", "reason": "the request failed"}),

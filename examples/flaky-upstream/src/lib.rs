@@ -17,6 +17,10 @@
 //! ```
 //!
 //! It prints `flaky-upstream listening on http://127.0.0.1:<port>` once it accepts connections.
+//! `GET /control` also reports the last calls that carried an `Idempotency-Key`
+//! (`idempotency_keys`: `{tool, key, ok}`) or W3C trace context (`traceparents`:
+//! `{tool, traceparent}`, from the `traceparent` header; in `--mcp` mode from
+//! `params._meta.traceparent`), 64 of each at most, oldest first.
 //!
 //! **streamable-HTTP MCP server** (`--mcp`): an MCP server at `http://127.0.0.1:<port>/mcp`
 //! (rmcp, stateful sessions), for benchmarks and the gateway's MCP connectors. It prints
@@ -304,6 +308,8 @@ pub struct Control {
     failed: AtomicU64,
     /// The last calls that carried an `Idempotency-Key`: `{tool, key, ok}`, oldest first.
     keyed: Mutex<std::collections::VecDeque<Value>>,
+    /// The last calls that carried W3C trace context: `{tool, traceparent}`, oldest first.
+    traced: Mutex<std::collections::VecDeque<Value>>,
 }
 
 /// How many keyed calls `GET /control` reports.
@@ -327,7 +333,21 @@ impl Control {
             },
             "pid": std::process::id(),
             "idempotency_keys": *self.keyed.lock(),
+            "traceparents": *self.traced.lock(),
         })
+    }
+
+    /// Keeps the W3C `traceparent` a call carried (the HTTP mode's header, the `--mcp` mode's
+    /// `params._meta.traceparent`), so a test can check that a gateway propagates its trace.
+    fn record_traceparent(&self, tool: &str, traceparent: Option<&str>) {
+        let Some(traceparent) = traceparent else {
+            return;
+        };
+        let mut traced = self.traced.lock();
+        if traced.len() == KEYED_CALLS_KEPT {
+            traced.pop_front();
+        }
+        traced.push_back(json!({"tool": tool, "traceparent": traceparent}));
     }
 
     /// Keeps a call that carried an idempotency `key` (the HTTP mode's `Idempotency-Key`
@@ -386,6 +406,10 @@ async fn call_tool(
     }
     let arguments = body.map(|Json(v)| v).unwrap_or(Value::Null);
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
+    control.record_traceparent(
+        &tool,
+        headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()),
+    );
     if behaviour.failure_rate > 0.0 && fastrand::f64() < behaviour.failure_rate {
         control.record_key(&tool, key, false);
         let n = control.failed.fetch_add(1, Ordering::Relaxed) + 1;
@@ -607,6 +631,10 @@ async fn serve_stdio(opts: &Options) -> Result<(), String> {
 
 /// The `_meta` key under which `echo_json` looks for an idempotency key (the gateway's).
 pub const IDEMPOTENCY_META: &str = "palisade/idempotency-key";
+
+/// The W3C Trace Context key: the HTTP header of tool calls, and the `params._meta` key of MCP
+/// tool calls, that `GET /control` reports (`traceparents`).
+pub const TRACEPARENT: &str = "traceparent";
 
 /// The MCP server (stdio and streamable HTTP), one value shared by every session of a server.
 ///
@@ -926,8 +954,20 @@ impl ServerHandler for McpTools {
             .and_then(|m| m.get(IDEMPOTENCY_META).cloned())
             .or_else(|| context.meta.get(IDEMPOTENCY_META).cloned());
         let key_text = key.as_ref().and_then(Value::as_str);
+        // The W3C trace context a gateway sends in `_meta` (unprefixed, as the MCP semantic
+        // conventions say).
+        let traceparent = request
+            .meta
+            .as_ref()
+            .and_then(|m| m.get(TRACEPARENT).cloned())
+            .or_else(|| context.meta.get(TRACEPARENT).cloned());
         let args = request.arguments.unwrap_or_default();
         let name = request.name.as_ref();
+        if let Some(steering) = &self.shared.steering {
+            steering
+                .control
+                .record_traceparent(name, traceparent.as_ref().and_then(Value::as_str));
+        }
         if !self.knows(name) {
             return Err(McpError::invalid_params(
                 format!("unknown tool {name:?}"),

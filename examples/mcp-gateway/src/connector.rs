@@ -15,6 +15,7 @@ use rmcp::model::{
 };
 use rmcp::service::{RoleClient, RunningService, ServiceError};
 use serde_json::Value;
+use tracing::{Instrument as _, Span};
 
 use crate::config::{ToolConfig, ToolHints};
 use crate::replay::{IDEMPOTENCY_HEADER, IDEMPOTENCY_META, ReplayPolicy};
@@ -27,8 +28,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Why a connector call did not produce a result ([`palisade_mcp`'s](palisade::mcp::CallError)).
 pub use palisade::mcp::CallError;
 
-/// The `tools/call` of `tool` to an MCP upstream; `key`, the call's idempotency key, goes in
-/// `_meta` (stdio and remote connectors alike).
+/// The `tools/call` of `tool` to an MCP upstream; `key`, the call's idempotency key, and the
+/// current span's W3C trace context (`traceparent`, when traces are exported) go in `_meta`
+/// (stdio and remote connectors alike).
 pub(crate) fn mcp_call_params(
     tool: &str,
     args: &JsonObject,
@@ -36,12 +38,105 @@ pub(crate) fn mcp_call_params(
 ) -> CallToolRequestParams {
     let mut params =
         CallToolRequestParams::new(Cow::Owned(tool.to_owned())).with_arguments(args.clone());
+    let mut meta = JsonObject::new();
     if let Some(key) = key {
-        let mut meta = JsonObject::new();
         meta.insert(IDEMPOTENCY_META.to_owned(), Value::from(key));
+    }
+    crate::telemetry::inject_meta(&mut meta);
+    if !meta.is_empty() {
         params.meta = Some(RequestMetaObject(MetaObject(meta)));
     }
     params
+}
+
+/// The span of one `tools/call` of `tool` to the MCP upstream of `connector` (kind client;
+/// a child of the call's span): `mcp.method.name`, `gen_ai.tool.name`,
+/// `gen_ai.operation.name`, `network.transport` (`pipe` for stdio, `tcp`), `server.address`
+/// and `server.port` when remote, `palisade.connector`; [`mcp_outcome`] adds how it ended.
+pub(crate) fn mcp_client_span(
+    connector: &str,
+    tool: &str,
+    transport: &str,
+    server: Option<(&str, u16)>,
+) -> Span {
+    tracing::debug_span!(
+        "tools/call",
+        otel.name = %format_args!("tools/call {tool}"),
+        otel.kind = "client",
+        mcp.method.name = "tools/call",
+        gen_ai.tool.name = tool,
+        gen_ai.operation.name = "execute_tool",
+        network.transport = transport,
+        server.address = server.map(|s| s.0),
+        server.port = server.map(|s| s.1),
+        palisade.connector = connector,
+        error.type = tracing::field::Empty,
+        rpc.response.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+    )
+}
+
+/// Runs one upstream attempt in its `span`. Dropped before it ends (the gateway's timeout or
+/// a shutdown stopped waiting), the span records `error.type` `cancelled`.
+pub(crate) async fn attempt<T>(span: &Span, attempt: impl std::future::Future<Output = T>) -> T {
+    /// Records the cancellation unless disarmed.
+    struct Unanswered(Option<Span>);
+    impl Drop for Unanswered {
+        fn drop(&mut self) {
+            if let Some(span) = self.0.take().filter(|s| !s.is_disabled()) {
+                record_error(
+                    &span,
+                    "cancelled",
+                    "the gateway stopped waiting for the answer (its timeout, or a shutdown)",
+                );
+            }
+        }
+    }
+    let mut unanswered = Unanswered(Some(span.clone()));
+    let output = attempt.instrument(span.clone()).await;
+    unanswered.0 = None;
+    output
+}
+
+/// Records on an upstream call's span that it failed: `error.type` and the error status with
+/// `description`.
+pub(crate) fn record_error(span: &Span, error_type: &str, description: &str) {
+    span.record("error.type", error_type);
+    span.record("otel.status_description", description);
+}
+
+/// How an MCP upstream's answer to `tools/call` ends its span: a tool error is `tool_error`;
+/// a JSON-RPC error its code (also `rpc.response.status_code`); a broken session the failure's
+/// kind. The answer as a call result.
+pub(crate) fn mcp_outcome(
+    span: &Span,
+    connector: &str,
+    answer: Result<CallToolResult, ServiceError>,
+    broken: impl FnOnce(&ServiceError) -> CallError,
+) -> Result<CallToolResult, CallError> {
+    match answer {
+        Ok(result) => {
+            if result.is_error == Some(true) {
+                record_error(span, "tool_error", "the tool answered an error");
+            }
+            Ok(result)
+        }
+        Err(ServiceError::McpError(e)) => {
+            let code = e.code.0.to_string();
+            span.record("rpc.response.status_code", code.as_str());
+            record_error(span, &code, &e.message);
+            Err(mcp_error(connector, &e))
+        }
+        Err(e) => {
+            let error = broken(&e);
+            let kind = match &error {
+                CallError::Failed(f) | CallError::Lost(f) => f.kind.as_str(),
+                _ => "client_error",
+            };
+            record_error(span, kind, &error.to_string());
+            Err(error)
+        }
+    }
 }
 
 /// A JSON-RPC error an MCP upstream answered: bad input (invalid params, unknown method) is
@@ -192,6 +287,10 @@ impl Backend {
 pub struct HttpBackend {
     name: String,
     base: String,
+    /// `base` without credentials, host and port: what its spans show.
+    public_base: String,
+    host: String,
+    port: u16,
     client: reqwest::Client,
     tools: Vec<Tool>,
     /// `{base}/tools/{tool}` of each tool, parsed once (not on every call).
@@ -224,6 +323,23 @@ impl HttpBackend {
             })
             .collect();
         let base = base.trim_end_matches('/').to_owned();
+        let parsed = reqwest::Url::parse(&base).ok();
+        let host = parsed
+            .as_ref()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default();
+        let port = parsed
+            .as_ref()
+            .and_then(reqwest::Url::port_or_known_default)
+            .unwrap_or(80);
+        let public_base = parsed
+            .map(|mut u| {
+                // Credentials in the URL stay out of traces.
+                let _ = u.set_username("");
+                let _ = u.set_password(None);
+                u.as_str().trim_end_matches('/').to_owned()
+            })
+            .unwrap_or_else(|| base.clone());
         let urls = tools
             .iter()
             .filter_map(|t| {
@@ -234,6 +350,9 @@ impl HttpBackend {
         HttpBackend {
             name: name.to_owned(),
             base,
+            public_base,
+            host,
+            port,
             urls,
             // Connections are pooled per connector; the gateway's call timeout bounds each call.
             // TCP_NODELAY is reqwest's default; stated here because a request sent in two
@@ -257,7 +376,34 @@ impl HttpBackend {
         }
     }
 
+    /// One attempt of a call, in a span of its own (kind client; a child of the call's span)
+    /// whose W3C trace context the request carries (`traceparent` header): `POST`, with
+    /// `http.request.method`, `url.full` (without credentials), `server.address`,
+    /// `server.port`, `palisade.connector`, `gen_ai.tool.name`, and
+    /// `http.response.status_code`, or `error.type` and the error status.
     async fn call(
+        &self,
+        tool: &str,
+        args: &JsonObject,
+        key: Option<&str>,
+    ) -> Result<CallToolResult, CallError> {
+        let span = tracing::debug_span!(
+            "POST",
+            otel.kind = "client",
+            http.request.method = "POST",
+            url.full = %format_args!("{}/tools/{tool}", self.public_base),
+            server.address = self.host.as_str(),
+            server.port = self.port,
+            palisade.connector = self.name.as_str(),
+            gen_ai.tool.name = tool,
+            http.response.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+        );
+        attempt(&span, self.send(tool, args, key)).await
+    }
+
+    async fn send(
         &self,
         tool: &str,
         args: &JsonObject,
@@ -270,17 +416,24 @@ impl HttpBackend {
         if let Some(key) = key {
             request = request.header(IDEMPOTENCY_HEADER, key);
         }
+        for (name, value) in crate::telemetry::outgoing() {
+            request = request.header(name, value);
+        }
         // For messages only: formatted when a call fails, not on every call.
         let url = || format!("{}/tools/{tool}", self.base);
+        let span = Span::current();
         let response = request.json(args).send().await.map_err(|e| {
             let message = format!("{}: cannot reach {}: {e}", self.name, url());
-            CallError::Failed(if e.is_timeout() {
+            let failure = if e.is_timeout() {
                 Failure::timeout(message)
             } else {
                 Failure::unavailable(message)
-            })
+            };
+            record_error(&span, failure.kind.as_str(), &failure.message);
+            CallError::Failed(failure)
         })?;
         let status = response.status();
+        span.record("http.response.status_code", status.as_u16());
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
@@ -288,11 +441,13 @@ impl HttpBackend {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
         let body = response.text().await.map_err(|e| {
-            CallError::Failed(Failure::unavailable(format!(
+            let failure = Failure::unavailable(format!(
                 "{}: the answer from {} broke off: {e}",
                 self.name,
                 url()
-            )))
+            ));
+            record_error(&span, failure.kind.as_str(), &failure.message);
+            CallError::Failed(failure)
         })?;
         if status.is_success() {
             // A JSON object is the structured result; its text is the body as it came (what
@@ -311,6 +466,7 @@ impl HttpBackend {
             url(),
             clip(&body)
         );
+        record_error(&span, status.as_str(), &message);
         Err(match status.as_u16() {
             429 => CallError::Failed(Failure::rate_limited(
                 message,
@@ -544,14 +700,17 @@ impl StdioBackend {
                 self.name
             ))));
         };
-        match client.call_tool(mcp_call_params(tool, args, key)).await {
-            Ok(result) => Ok(result),
-            Err(ServiceError::McpError(e)) => Err(mcp_error(&self.name, &e)),
-            Err(e) => Err(CallError::Lost(Failure::unavailable(format!(
+        let span = mcp_client_span(&self.name, tool, "pipe", None);
+        let answer = attempt(&span, async {
+            client.call_tool(mcp_call_params(tool, args, key)).await
+        })
+        .await;
+        mcp_outcome(&span, &self.name, answer, |e| {
+            CallError::Lost(Failure::unavailable(format!(
                 "{}: the stdio server went away during the call: {}",
                 self.name,
                 clip(&e.to_string())
-            )))),
-        }
+            )))
+        })
     }
 }

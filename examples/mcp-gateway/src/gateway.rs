@@ -25,9 +25,10 @@ use rmcp::service::{NotificationContext, Peer, RequestContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tracing::Instrument as _;
 
 use crate::config::QuotaRule;
-use crate::connector::Backend;
+use crate::connector::{Backend, CallError};
 use crate::replay::{ReplayPolicy, idempotency_key};
 
 /// A call that failed in a way that may pass, as kept in the dead-letter queue.
@@ -45,6 +46,10 @@ pub struct DeadCall {
     /// deduplicate (`Idempotency-Key` header, or `_meta` for MCP upstreams).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// The W3C `traceparent` of the call's span, when traces are exported: a replay's span
+    /// links to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// Who made a call ([`palisade_mcp`'s](palisade::mcp::Caller)): its address, its address's
@@ -120,12 +125,51 @@ impl Connector {
             // An injected fault stands in for the upstream's answer (latency delays the call,
             // inside its timeout).
             if let Some(faults) = &self.faults {
-                faults.inject().await.map_err(injected)?;
+                inject(faults).await?;
             }
             self.backend.call(tool, args, key).await
         })
         .await
     }
+}
+
+/// Asks `faults` whether to fault this call: an injected delay is waited out, an injected
+/// error or refusal becomes the failure it imitates. Each injected fault is a
+/// `palisade.fault.injected` event (a span event of the call's trace).
+async fn inject(faults: &palisade::chaos::FaultInjector) -> Result<(), CallError> {
+    use std::future::Future as _;
+    let mut decision = std::pin::pin!(faults.inject());
+    // Only an injected delay leaves the decision pending; the clock is read only then.
+    let mut delayed = None;
+    let result = std::future::poll_fn(|cx| {
+        let poll = decision.as_mut().poll(cx);
+        if poll.is_pending() && delayed.is_none() {
+            delayed = Some(tokio::time::Instant::now());
+        }
+        poll
+    })
+    .await;
+    match (&result, delayed) {
+        (Ok(()), None) => {}
+        (Ok(()), Some(since)) => tracing::event!(
+            tracing::Level::DEBUG,
+            palisade.fault_injector.name = faults.name(),
+            palisade.fault = "latency",
+            palisade.fault.delay_ms = since.elapsed().as_secs_f64() * 1000.0,
+            "palisade.fault.injected"
+        ),
+        (Err(fault), _) => tracing::event!(
+            tracing::Level::DEBUG,
+            palisade.fault_injector.name = faults.name(),
+            palisade.fault = if fault.is_refusal() {
+                "refusal"
+            } else {
+                "error"
+            },
+            "palisade.fault.injected"
+        ),
+    }
+    result.map_err(injected)
 }
 
 /// An injected fault as the upstream failure it imitates: an error is a server error, a
@@ -454,16 +498,52 @@ impl Gateway {
             source,
             idempotency_key: key.as_deref(),
         };
+        // The replay policy's decision, for the trace (`keep` below says where it was kept).
+        let source_name = || match source {
+            PolicySource::Configured => "configured",
+            _ => "annotations",
+        };
+        if matches!(outcome, Outcome::Failed(_)) && !policy.queues() {
+            tracing::event!(
+                tracing::Level::DEBUG,
+                palisade.replay.policy = policy.as_str(),
+                palisade.replay.source = source_name(),
+                "palisade.dead_letter.skipped"
+            );
+        }
+        let key_for_dlq = key.clone();
         let result = outcome
-            .into_result(name, replay, |letter| {
+            .into_result(name, replay, |letter| async move {
+                let parked = letter.park;
+                let kind = letter.failure.kind;
                 let call = DeadCall {
                     connector: connector.name.clone(),
                     tool: tool.to_owned(),
                     arguments: args,
                     client: client.address.clone(),
-                    idempotency_key: key.clone(),
+                    idempotency_key: key_for_dlq,
+                    traceparent: crate::telemetry::current_traceparent(),
                 };
-                self.keep(name, call, letter)
+                let kept = self.keep(name, call, letter).await;
+                match &kept {
+                    Ok(Kept { queue, id }) => tracing::event!(
+                        tracing::Level::DEBUG,
+                        palisade.dlq.queue = queue.as_str(),
+                        palisade.dlq.entry_id = *id,
+                        palisade.dlq.parked = parked,
+                        palisade.replay.policy = policy.as_str(),
+                        palisade.replay.source = source_name(),
+                        palisade.failure.kind = kind.as_str(),
+                        "palisade.dead_letter"
+                    ),
+                    Err(e) => tracing::event!(
+                        tracing::Level::DEBUG,
+                        palisade.replay.policy = policy.as_str(),
+                        palisade.reason = %e,
+                        "palisade.dead_letter.failed"
+                    ),
+                }
+                kept
             })
             .await;
         Ok(result)
@@ -598,18 +678,44 @@ impl Gateway {
             )));
         };
         let served = crate::names::served(&call.connector, &self.inner.separator, &call.tool);
-        connector
+        // A trace of its own, linked to the failed call's.
+        let span = tracing::debug_span!(
+            parent: None,
+            "palisade.replay",
+            otel.name = %format_args!("replay {served}"),
+            otel.kind = "internal",
+            mcp.method.name = "tools/call",
+            gen_ai.tool.name = served.as_str(),
+            gen_ai.operation.name = "execute_tool",
+            palisade.dlq.entry_id = entry.id,
+            palisade.dlq.attempt = entry.attempts + 1,
+            palisade.outcome = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+        );
+        if let Some(traceparent) = &call.traceparent {
+            crate::telemetry::link(&span, traceparent);
+        }
+        let outcome = connector
             .invoke(
                 &served,
                 &call.tool,
                 &call.arguments,
                 call.idempotency_key.as_deref(),
             )
-            .await
-            .into_replay(&served)
-            .map(|_| {
-                tracing::info!(connector = %call.connector, tool = %call.tool, "replayed a dead-lettered call");
-            })
+            .instrument(span.clone())
+            .await;
+        span.record("palisade.outcome", outcome.code());
+        if !outcome.is_done() {
+            span.record("error.type", outcome.code());
+            span.record(
+                "otel.status_description",
+                "the replay did not get an answer",
+            );
+        }
+        outcome.into_replay(&served).map(|_| {
+            tracing::info!(connector = %call.connector, tool = %call.tool, "replayed a dead-lettered call");
+        })
     }
 }
 
@@ -760,20 +866,27 @@ impl ServerHandler for Gateway {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        if let Some(scope) = self.missing_scope(&request.name, claims_of(&context)) {
-            return Ok(palisade::mcp::tool_error(
-                format!(
-                    "Not allowed: {} needs the scope {scope:?}, which this client's token does not carry.",
-                    request.name
-                ),
-                json!({"error": "insufficient_scope", "tool": request.name, "scope": scope}),
-            )
-            .into());
-        }
         let client = client_of(&self.inner.client_ip, &context);
-        let args = request.arguments.unwrap_or_default();
-        self.call(&client, &request.name, args)
-            .await
-            .map(Into::into)
+        // The call's span (a trace of its own unless the caller sent trace context); every
+        // decision on its path is an event of it, every upstream attempt a child.
+        let span = crate::telemetry::tool_call_span(&request.name, &context, &client);
+        crate::telemetry::set_remote_parent(&span, request.meta.as_ref().map(|m| &m.0.0), &context);
+        let result = async {
+            if let Some(scope) = self.missing_scope(&request.name, claims_of(&context)) {
+                return Ok(palisade::mcp::tool_error(
+                    format!(
+                        "Not allowed: {} needs the scope {scope:?}, which this client's token does not carry.",
+                        request.name
+                    ),
+                    json!({"error": "insufficient_scope", "tool": request.name, "scope": scope}),
+                ));
+            }
+            let args = request.arguments.unwrap_or_default();
+            self.call(&client, &request.name, args).await
+        }
+        .instrument(span.clone())
+        .await;
+        crate::telemetry::record_result(&span, &result);
+        result.map(Into::into)
     }
 }

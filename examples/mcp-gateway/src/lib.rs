@@ -13,7 +13,10 @@
 //!   backoff and crash-loop protection;
 //! - refusals reach the client as tool errors with a retry time, never as a dropped session;
 //! - MCP sessions are bounded: a cap on open sessions (`503` past it) and an idle timeout;
-//! - the admin router (JSON, dashboard, Prometheus metrics, events) runs on a loopback port.
+//! - the admin router (JSON, dashboard, Prometheus metrics, events) runs on a loopback port;
+//! - logs are text or JSON lines under a `RUST_LOG`-style filter, and with the `otel` feature
+//!   and `OTEL_EXPORTER_OTLP_ENDPOINT` set every tool call is an OpenTelemetry trace whose
+//!   context reaches the upstreams ([`telemetry`]).
 //!
 //! ```text
 //! cargo run -p mcp-gateway                      # the embedded demo (demo.toml)
@@ -31,6 +34,7 @@ pub mod names;
 pub mod remote;
 pub mod replay;
 pub mod sessions;
+pub mod telemetry;
 
 pub use app::{DLQ, RATE_LIMITER, REDIS_COMPONENT, Running, StartError, StartOptions, start};
 pub use config::{DEMO_CONFIG, GatewayConfig};

@@ -4,6 +4,7 @@
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 
+use mcp_gateway::telemetry::{LogFormat, LogOptions};
 use mcp_gateway::{GatewayConfig, StartOptions};
 
 /// mimalloc instead of the system allocator: a call through the gateway makes a few hundred
@@ -13,9 +14,24 @@ use mcp_gateway::{GatewayConfig, StartOptions};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const USAGE: &str = "\
-usage: mcp-gateway [--config FILE]          serve (default: the embedded demo configuration)
+usage: mcp-gateway [--config FILE] [--log-format text|json]
+                                            serve (default: the embedded demo configuration)
        mcp-gateway --print-demo-config      print the demo configuration, to start your own
        mcp-gateway flaky-upstream [FLAGS]   run the demo upstream (see flaky-upstream --help)
+
+logs (stderr): RUST_LOG (a filter: info, warn,mcp_gateway=debug, palisade::fleet=trace; default
+info; LOG_LEVEL is a plain level used when RUST_LOG is unset), LOG_FORMAT or --log-format
+(text, the default, or json: one JSON object a line).
+
+traces (OpenTelemetry, off unless an endpoint is set): OTEL_EXPORTER_OTLP_ENDPOINT
+(http://collector:4318; spans go to /v1/traces) or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (the
+full URL), OTLP/HTTP with protobuf over plain http; OTEL_SERVICE_NAME (default mcp-gateway),
+OTEL_RESOURCE_ATTRIBUTES, OTEL_EXPORTER_OTLP_HEADERS, OTEL_EXPORTER_OTLP_TIMEOUT,
+OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG, OTEL_BSP_SCHEDULE_DELAY and the other OTEL_BSP_*,
+OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none to switch them off. Each tool call is a span
+(tools/call <tool>) whose trace context (traceparent) reaches the upstreams; a traceparent sent
+by the client (params._meta, or the /mcp request's header) is its parent.
+
 
 environment: MCP_GATEWAY_CONFIG (a config file), RATE_LIMIT_BACKEND=memory|redis,
 REDIS_URL (redis://, rediss://, redis+sentinel://host:port,…/master, redis+cluster://host:port,…),
@@ -24,8 +40,7 @@ REDIS_TLS_KEY_FILE (mutual TLS), REDIS_TLS_INSECURE (tests only),
 PALISADE_ADMIN_TOKEN or PALISADE_ADMIN_TOKEN_FILE (operator; generated and printed when unset),
 PALISADE_VIEWER_TOKEN or PALISADE_VIEWER_TOKEN_FILE (admin reads only), HEALTH_MONITOR_AUTO_RESTART,
 MCP_GATEWAY_DLQ_QUEUE, PALISADE_INSTANCE_ID / PALISADE_FLEET (with Redis: fleet commands), TRUSTED_PROXIES (proxies whose X-Forwarded-For names the client),
-CLIENT_IPV6_PREFIX / CLIENT_IPV4_PREFIX (how much of an address keys its rate limit: 64 / 32),
-LOG_LEVEL (error, warn, info, debug, trace)";
+CLIENT_IPV6_PREFIX / CLIENT_IPV4_PREFIX (how much of an address keys its rate limit: 64 / 32)";
 
 fn env(key: &str) -> Option<String> {
     std::env::var(key).ok().filter(|v| !v.trim().is_empty())
@@ -57,22 +72,40 @@ fn generate_token() -> Result<String, String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn init_logging() {
-    let level = match env("LOG_LEVEL")
-        .as_deref()
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        Some("error") => tracing::Level::ERROR,
-        Some("warn") => tracing::Level::WARN,
-        Some("debug") => tracing::Level::DEBUG,
-        Some("trace") => tracing::Level::TRACE,
-        _ => tracing::Level::INFO,
+/// Takes `--log-format VALUE` (or `--log-format=VALUE`) out of `args`; the log options with
+/// `LOG_FORMAT`, `RUST_LOG` and `LOG_LEVEL`. A bad format is refused, naming where it came
+/// from, with the exit status: 64 (EX_USAGE) for the flag, 78 (EX_CONFIG) for the variable.
+fn log_options(args: &mut Vec<String>) -> Result<LogOptions, (u8, String)> {
+    let mut flag = None;
+    let mut i = 0;
+    while i < args.len() {
+        if args[i] == "--log-format" {
+            if i + 1 >= args.len() {
+                return Err((64, "--log-format needs a value: text or json".to_owned()));
+            }
+            flag = Some(args.remove(i + 1));
+            args.remove(i);
+        } else if let Some(value) = args[i].strip_prefix("--log-format=") {
+            flag = Some(value.to_owned());
+            args.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+    let format = match (flag, env("LOG_FORMAT")) {
+        (Some(f), _) => f
+            .parse()
+            .map_err(|e| (64, format!("--log-format: {e}\n{USAGE}")))?,
+        (None, Some(f)) => f
+            .parse()
+            .map_err(|e| (78, format!("invalid environment: LOG_FORMAT: {e}")))?,
+        (None, None) => LogFormat::Text,
     };
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .init();
+    Ok(LogOptions {
+        format,
+        filter: env("RUST_LOG"),
+        level: env("LOG_LEVEL"),
+    })
 }
 
 fn load_config(args: &[String]) -> Result<GatewayConfig, String> {
@@ -129,7 +162,14 @@ fn main() -> ExitCode {
         print!("{}", mcp_gateway::DEMO_CONFIG);
         return ExitCode::SUCCESS;
     }
-    init_logging();
+    let mut args = args;
+    let logs = match log_options(&mut args) {
+        Ok(options) => options,
+        Err((status, e)) => {
+            eprintln!("mcp-gateway: {e}");
+            return ExitCode::from(status);
+        }
+    };
     let config = match load_config(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -152,7 +192,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    // Logs, and traces when OTEL_* asks for them: the exporter sends from this runtime.
+    let telemetry = match mcp_gateway::telemetry::init(&logs, &env, runtime.handle()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("mcp-gateway: invalid environment: {e}");
+            return ExitCode::from(78); // EX_CONFIG
+        }
+    };
+    let traces = telemetry.traces_endpoint().map(str::to_owned);
+    let served = runtime.block_on(serve(config, traces));
+    // The spans still buffered, exported while the runtime still runs their requests.
+    telemetry.shutdown();
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mcp-gateway: {e}");
@@ -161,7 +213,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: GatewayConfig) -> Result<(), String> {
+async fn serve(config: GatewayConfig, traces: Option<String>) -> Result<(), String> {
     let (admin_token, generated) = match (
         env("PALISADE_ADMIN_TOKEN"),
         env("PALISADE_ADMIN_TOKEN_FILE"),
@@ -232,6 +284,9 @@ async fn serve(config: GatewayConfig) -> Result<(), String> {
         "memory"
     };
     let backend = format!("{backend:?}").to_lowercase();
+    if let Some(traces) = &traces {
+        println!("  traces:       OTLP/HTTP to {traces}");
+    }
     println!("  backends:     rate limit {backend}, dead-letter queue {dlq_backend}");
     if shown {
         println!(

@@ -11,7 +11,6 @@
 //! - **Credentials.** `Authorization` and other headers from the config, the environment or a
 //!   file, read once at start; never in `Debug` output, logs or errors.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -22,17 +21,14 @@ use palisade::health::{CheckResult, HealthCheck};
 use parking_lot::Mutex;
 use rmcp::ServiceExt;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientRequest, ErrorCode, GetPromptRequestParams,
-    GetPromptResult, JsonObject, MetaObject, PingRequest, Prompt, ReadResourceRequestParams,
-    ReadResourceResult, RequestMetaObject, Resource, Tool,
+    CallToolResult, ClientRequest, GetPromptRequestParams, GetPromptResult, JsonObject,
+    PingRequest, Prompt, ReadResourceRequestParams, ReadResourceResult, Resource, Tool,
 };
 use rmcp::service::{NotificationContext, RoleClient, RunningService, ServiceError};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use serde_json::Value;
 
-use crate::connector::{CallError, OnToolsChanged, clip};
-use crate::replay::IDEMPOTENCY_META;
+use crate::connector::{CallError, OnToolsChanged, clip, mcp_call_params};
 
 /// How long opening a session (initialize and the first listings) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -114,6 +110,8 @@ pub struct UpstreamHeaders {
 pub struct RemoteBackend {
     name: Arc<str>,
     url: Arc<str>,
+    /// The upstream's host and port (`server.address`, `server.port` of its spans).
+    server: Arc<(String, u16)>,
     http: reqwest::Client,
     headers: Arc<UpstreamHeaders>,
     state: Arc<Mutex<State>>,
@@ -145,9 +143,21 @@ impl RemoteBackend {
     /// A backend for the MCP endpoint `url` (`http://host:port/mcp`), sending `headers`;
     /// nothing is connected until [`connect`](Self::connect) or the first call.
     pub fn new(name: &str, url: &str, headers: UpstreamHeaders) -> RemoteBackend {
+        let parsed = reqwest::Url::parse(url).ok();
+        let server = (
+            parsed
+                .as_ref()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_default(),
+            parsed
+                .as_ref()
+                .and_then(reqwest::Url::port_or_known_default)
+                .unwrap_or(80),
+        );
         RemoteBackend {
             name: Arc::from(name),
             url: Arc::from(url),
+            server: Arc::new(server),
             // TCP_NODELAY: an MCP POST goes out in more than one write.
             http: reqwest::Client::builder()
                 .tcp_nodelay(true)
@@ -311,38 +321,22 @@ impl RemoteBackend {
             .connect()
             .await
             .map_err(|e| self.unavailable("the upstream is unreachable", &e))?;
-        let mut params =
-            CallToolRequestParams::new(Cow::Owned(tool.to_owned())).with_arguments(args.clone());
-        if let Some(key) = key {
-            let mut meta = JsonObject::new();
-            meta.insert(IDEMPOTENCY_META.to_owned(), Value::from(key));
-            params.meta = Some(RequestMetaObject(MetaObject(meta)));
-        }
-        match client.call_tool(params).await {
-            Ok(result) => Ok(result),
-            Err(ServiceError::McpError(e))
-                if e.code == ErrorCode::INVALID_PARAMS || e.code == ErrorCode::METHOD_NOT_FOUND =>
-            {
-                Err(CallError::Rejected(format!(
-                    "{}: {}",
-                    self.name,
-                    clip(&e.message)
-                )))
-            }
-            Err(ServiceError::McpError(e)) => {
-                Err(CallError::Failed(Failure::server_error(format!(
-                    "{}: the server answered error {}: {}",
-                    self.name,
-                    e.code.0,
-                    clip(&e.message)
-                ))))
-            }
-            Err(e) => {
-                // The session broke (the upstream went away): the next call opens another.
-                self.forget(generation);
-                Err(self.unavailable("the MCP session broke", &e))
-            }
-        }
+        // The attempt's span (kind client), whose trace context goes in `_meta`.
+        let span = crate::connector::mcp_client_span(
+            &self.name,
+            tool,
+            "tcp",
+            Some((&self.server.0, self.server.1)),
+        );
+        let answer = crate::connector::attempt(&span, async {
+            client.call_tool(mcp_call_params(tool, args, key)).await
+        })
+        .await;
+        crate::connector::mcp_outcome(&span, &self.name, answer, |e| {
+            // The session broke (the upstream went away): the next call opens another.
+            self.forget(generation);
+            self.unavailable("the MCP session broke", e)
+        })
     }
 
     /// Reads a resource of the upstream.

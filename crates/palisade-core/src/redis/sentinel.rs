@@ -103,7 +103,7 @@ impl SentinelConnection {
         })??;
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         *self.current.lock() = Some((generation, conn.clone()));
-        tracing::debug!(master = %self.master, generation, "connected to the primary named by the sentinels");
+        tracing::debug!(target: "palisade::core", master = %self.master, generation, "connected to the primary named by the sentinels");
         Ok((generation, conn))
     }
 
@@ -113,7 +113,7 @@ impl SentinelConnection {
         let mut current = self.current.lock();
         if current.as_ref().is_some_and(|(g, _)| *g == generation) {
             *current = None;
-            tracing::info!(master = %self.master, %error, "lost the primary; asking the sentinels again");
+            tracing::info!(target: "palisade::core", master = %self.master, %error, "lost the primary; asking the sentinels again");
         }
     }
 

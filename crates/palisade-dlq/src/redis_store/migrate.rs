@@ -32,7 +32,7 @@ impl RedisStore {
             cursor = next;
         }
         if moved > 0 {
-            tracing::info!(queue = %self.inner.queue, moved,
+            tracing::info!(target: "palisade::dlq", queue = %self.inner.queue, moved,
                 "moved dead-letter entries of the old layout (one key per entry) into {}",
                 self.inner.keys.get(Key::Entries));
             self.wait_replicas().await?;

@@ -265,7 +265,7 @@ impl RedisStore {
                 let policy = map.get("maxmemory-policy").cloned();
                 match policy.as_deref() {
                     Some("noeviction") | None => {}
-                    Some(p) => tracing::warn!(
+                    Some(p) => tracing::warn!(target: "palisade::dlq",
                         queue = %self.inner.queue,
                         maxmemory_policy = p,
                         "Redis maxmemory-policy is not noeviction: dead-letter entries can be \
@@ -283,7 +283,7 @@ impl RedisStore {
                         | ErrorKind::Extension
                 ) =>
             {
-                tracing::debug!(queue = %self.inner.queue, error = %e,
+                tracing::debug!(target: "palisade::dlq", queue = %self.inner.queue, error = %e,
                     "Redis refused CONFIG GET maxmemory-policy (managed Redis?); not checked");
                 Ok(())
             }

@@ -102,7 +102,7 @@ impl Store for RedisStore {
                         }),
                         Err(e) => {
                             // A corrupt entry must not block the queue: quarantine it, go on.
-                            tracing::warn!(queue = %self.inner.queue, id, error = %e,
+                            tracing::warn!(target: "palisade::dlq", queue = %self.inner.queue, id, error = %e,
                                 "quarantining a dead-letter entry that does not parse");
                             self.quarantine(id, Some(token), &e.to_string()).await?;
                         }
@@ -427,8 +427,10 @@ impl Store for RedisStore {
                 (Ok(k), Some(n)) if n > 0 => {
                     stats.by_kind.insert(k, n);
                 }
-                _ => tracing::warn!(queue = %self.inner.queue, kind, count = ?n,
-                    "ignoring an unknown failure kind in the dead-letter counts"),
+                _ => {
+                    tracing::warn!(target: "palisade::dlq", queue = %self.inner.queue, kind, count = ?n,
+                    "ignoring an unknown failure kind in the dead-letter counts")
+                }
             }
         }
         stats.totals = self.totals(counters)?;
@@ -437,7 +439,7 @@ impl Store for RedisStore {
         match oldest.as_slice() {
             [] => {}
             [_, first] if number(first).is_some() => stats.oldest_first_failed_ms = number(first),
-            [id, _] => tracing::warn!(queue = %self.inner.queue, id = ?id,
+            [id, _] => tracing::warn!(target: "palisade::dlq", queue = %self.inner.queue, id = ?id,
                 "the oldest dead-letter entry has no readable first failure time"),
             _ => return Err(self.unexpected(script, &Value::Array(oldest))),
         }

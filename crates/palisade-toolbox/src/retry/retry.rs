@@ -175,13 +175,13 @@ impl Shared {
         };
         if made >= self.max_attempts.load(Ordering::Relaxed) {
             c.exhausted.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(target: "palisade", retry = %self.name, attempts = made, "retry attempts exhausted");
+            tracing::debug!(target: "palisade::toolbox", retry = %self.name, attempts = made, "retry attempts exhausted");
             return None;
         }
         if let Some(after) = hint {
             if saturating_nanos(after) > self.max_retry_after.load(Ordering::Relaxed) {
                 c.retry_after_too_long.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(target: "palisade", retry = %self.name,
+                tracing::debug!(target: "palisade::toolbox", retry = %self.name,
                     retry_after_ms = after.as_millis() as u64, "retry-after beyond max_retry_after; giving up");
                 return None;
             }

@@ -100,7 +100,7 @@ where
         this.shared.timeouts.incr();
         this.shared.latencies.record(after);
         tracing::debug!(
-            target: "palisade::timeout", timeout = %this.shared.name,
+            target: "palisade::toolbox", timeout = %this.shared.name,
             deadline_ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
             "call timed out"
         );

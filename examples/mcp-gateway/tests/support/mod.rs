@@ -14,6 +14,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
+#[allow(unused_imports)] // not every test binary polls (otel.rs without its feature)
 pub use palisade_testkit::{eventually, unique};
 
 /// The admin token every test gateway runs with.
@@ -173,6 +174,15 @@ impl Upstream {
             .clone()
     }
 
+    /// The calls that carried W3C trace context, oldest first: `{tool, traceparent}` (the
+    /// HTTP mode's `traceparent` header, the `--mcp` mode's `params._meta.traceparent`).
+    pub async fn traceparents(&self) -> Vec<Value> {
+        self.report().await["traceparents"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
     /// How many calls it answered successfully.
     pub async fn calls_ok(&self) -> u64 {
         self.report().await["calls"]["ok"].as_u64().unwrap()
@@ -234,6 +244,28 @@ impl Gateway {
             http::HeaderName::from_static("x-forwarded-for"),
             http::HeaderValue::from_str(forwarded_for).unwrap(),
         );
+        let config =
+            StreamableHttpClientTransportConfig::with_uri(self.mcp.clone()).custom_headers(headers);
+        ().serve(StreamableHttpClientTransport::from_config(config))
+            .await
+            .expect("MCP handshake with the gateway")
+    }
+
+    /// An MCP client session whose every HTTP request carries `headers` (a `traceparent`).
+    pub async fn client_with_headers(
+        &self,
+        headers: &[(&str, &str)],
+    ) -> RunningService<RoleClient, ()> {
+        use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+        let headers = headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    http::HeaderValue::from_str(v).unwrap(),
+                )
+            })
+            .collect();
         let config =
             StreamableHttpClientTransportConfig::with_uri(self.mcp.clone()).custom_headers(headers);
         ().serve(StreamableHttpClientTransport::from_config(config))

@@ -46,6 +46,12 @@ async fn member(redis: &str, fleet: &str, id: &str, version: &str) -> Member {
         .registry(&registry)
         .build()
         .unwrap();
+    // A queue every instance has (in production: one shared store).
+    palisade_dlq::DeadLetterQueue::<serde_json::Value>::builder("letters")
+        .store(std::sync::Arc::new(palisade_dlq::MemoryStore::new()))
+        .registry(&registry)
+        .build()
+        .unwrap();
     let config = FleetConfig {
         version: version.into(),
         addresses: vec![format!("http://{id}.internal:8080")],
@@ -182,6 +188,18 @@ async fn dashboard_fleet_mode_forces_open_on_every_instance_and_clears_the_overr
         ))
         .await;
     assert_eq!(worst, "closed");
+    // A queue's card in fleet mode sends nothing to the fleet: its buttons are hidden, and
+    // a note says to act once, from the instance view.
+    let dlq = browser
+        .wait_for(
+            "the queue's fleet card",
+            "const c = document.querySelector('#fleet-view article[data-kind=\"dead_letter_queue\"]'); \
+             return c ? [c.querySelector('[data-field=\"dlq-note\"]') !== null, \
+             c.querySelector('.controls').offsetParent === null] : null;",
+            |v| v.is_array(),
+        )
+        .await;
+    assert_eq!(dlq, json!([true, true]));
     let overrides = browser
         .execute("return document.querySelectorAll('#fleet-overrides [data-override]').length;")
         .await;

@@ -2,9 +2,47 @@
 //! described in its `config_changed` event.
 
 use palisade_core::ConfigError;
+use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
+
+use super::{BudgetConfig, RetryBudget};
+
+/// A component's config that carries the settings of its (possibly shared) budget.
+pub(crate) trait BudgetedConfig: Clone + PartialEq + Serialize {
+    /// The budget's settings in this config.
+    fn budget_mut(&mut self) -> &mut BudgetConfig;
+}
+
+/// The config in `current`, with the budget's part read from `budget` (which components
+/// sharing it may have changed).
+pub(crate) fn current_config<C: BudgetedConfig>(current: &Mutex<C>, budget: &RetryBudget) -> C {
+    let mut config = current.lock().clone();
+    *config.budget_mut() = budget.config();
+    config
+}
+
+/// Replaces the config in `current` with `new` (already validated): a changed budget part goes
+/// to `budget` first (an error there changes nothing), then `store_hot` copies the hot fields,
+/// all under the config lock. Returns what changed, for the `config_changed` event.
+pub(crate) fn replace_config<C: BudgetedConfig>(
+    current: &Mutex<C>,
+    budget: &RetryBudget,
+    mut new: C,
+    store_hot: impl FnOnce(&C),
+) -> Result<Option<String>, ConfigError> {
+    let mut guard = current.lock();
+    let mut old = guard.clone();
+    *old.budget_mut() = budget.config();
+    if new.budget_mut() != old.budget_mut() {
+        budget.set_config(new.budget_mut().clone())?;
+    }
+    store_hot(&new);
+    *guard = new.clone();
+    drop(guard);
+    Ok(describe_change(&old, &new))
+}
 
 /// `current` with `patch` applied, as `update_config` does: the top-level fields `patch` names
 /// are replaced, except an object under `budget`, which changes only the budget fields it

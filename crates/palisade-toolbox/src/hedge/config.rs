@@ -174,6 +174,12 @@ impl HedgeConfig {
     }
 }
 
+impl crate::budget::patch::BudgetedConfig for HedgeConfig {
+    fn budget_mut(&mut self) -> &mut crate::budget::BudgetConfig {
+        &mut self.budget
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

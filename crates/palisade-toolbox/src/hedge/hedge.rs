@@ -14,7 +14,7 @@ use super::call::{HedgedCall, SingleCall};
 use super::config::{HedgeConfig, HedgeDelay};
 use super::latency::LatencyTracker;
 use super::race::Race;
-use crate::budget::patch::describe_change;
+use crate::budget::patch::{current_config, replace_config};
 use crate::budget::{RetryBudget, Withdrawal};
 use crate::retry::attempts::FnAttempts;
 
@@ -386,9 +386,7 @@ impl Hedge {
 
     /// The config in force (its `budget` is the budget's current config).
     pub fn config(&self) -> HedgeConfig {
-        let mut config = self.shared.config.lock().clone();
-        config.budget = self.shared.budget.config();
-        config
+        current_config(&self.shared.config, &self.shared.budget)
     }
 
     /// Replaces the config after validating it as a whole: an invalid one is refused with an
@@ -406,19 +404,9 @@ impl Hedge {
     pub fn set_config(&self, config: HedgeConfig) -> Result<(), ConfigError> {
         config.validate()?;
         let s = &*self.shared;
-        let mut current = s.config.lock();
-        let old = HedgeConfig {
-            budget: s.budget.config(),
-            ..current.clone()
-        };
-        if config.budget != old.budget {
-            s.budget.set_config(config.budget.clone())?;
-        }
-        s.store_hot(&config);
-        *current = config.clone();
-        drop(current);
+        let change = replace_config(&s.config, &s.budget, config, |c| s.store_hot(c))?;
         s.recompute_delay();
-        if let Some(change) = describe_change(&old, &config) {
+        if let Some(change) = change {
             s.events.publish(
                 ComponentKind::Hedge,
                 &s.name,

@@ -119,6 +119,12 @@ impl RetryConfig {
     }
 }
 
+impl crate::budget::patch::BudgetedConfig for RetryConfig {
+    fn budget_mut(&mut self) -> &mut crate::budget::BudgetConfig {
+        &mut self.budget
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

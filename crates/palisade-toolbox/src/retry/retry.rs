@@ -16,7 +16,7 @@ use super::call::RetryCall;
 use super::classify::{Classify, Decision, RetryErrors};
 use super::config::RetryConfig;
 use super::engine::Engine;
-use crate::budget::patch::describe_change;
+use crate::budget::patch::{current_config, replace_config};
 use crate::budget::{RetryBudget, Withdrawal};
 
 /// Retries a failed call with exponential backoff and full jitter, honouring `Retry-After`
@@ -322,9 +322,7 @@ impl Retry {
     /// assert_eq!(retry.config().max_attempts, 3);
     /// ```
     pub fn config(&self) -> RetryConfig {
-        let mut config = self.shared.config.lock().clone();
-        config.budget = self.shared.budget.config();
-        config
+        current_config(&self.shared.config, &self.shared.budget)
     }
 
     /// Replaces the config after validating it as a whole: an invalid one is refused with an
@@ -345,18 +343,8 @@ impl Retry {
     pub fn set_config(&self, config: RetryConfig) -> Result<(), ConfigError> {
         config.validate()?;
         let s = &*self.shared;
-        let mut current = s.config.lock();
-        let old = RetryConfig {
-            budget: s.budget.config(),
-            ..current.clone()
-        };
-        if config.budget != old.budget {
-            s.budget.set_config(config.budget.clone())?;
-        }
-        s.store_hot(&config);
-        *current = config.clone();
-        drop(current);
-        if let Some(change) = describe_change(&old, &config) {
+        let change = replace_config(&s.config, &s.budget, config, |c| s.store_hot(c))?;
+        if let Some(change) = change {
             s.events.publish(
                 ComponentKind::Retry,
                 &s.name,

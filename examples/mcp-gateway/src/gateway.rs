@@ -120,7 +120,8 @@ impl Connector {
         args: &JsonObject,
         key: Option<&str>,
     ) -> Outcome {
-        let idempotent = self.idempotent(tool);
+        // Looked up only when there is a retry to allow (a stdio backend locks its tool list).
+        let idempotent = self.policy(tool).retry().is_some() && self.idempotent(tool);
         palisade::mcp::invoke_retrying(self.policy(tool), served, idempotent, || async {
             // An injected fault stands in for the upstream's answer (latency delays the call,
             // inside its timeout).
